@@ -1,0 +1,254 @@
+//! The HTTP API: poem-openapi endpoints, the OpenAPI document, Swagger UI and error mapping.
+//!
+//! [`openapi_service`] is the single builder of the spec: the server, `gatehouse openapi` and
+//! the drift test all use it. [`routes`] assembles the full endpoint around an [`AppState`].
+
+pub mod policies;
+pub mod problem;
+pub mod resources;
+pub mod security;
+pub mod system;
+pub mod token;
+pub mod users;
+
+use std::sync::Arc;
+
+use poem::{http::Method, Endpoint, EndpointExt, IntoResponse, Request, Response, Route};
+use poem_openapi::{OpenApiService, Tags};
+use serde_json::Value;
+
+use crate::{
+    auth::{Authenticator, Hasher},
+    config::Settings,
+    model::Action,
+    policy::{Input, Outcome, PolicyEngine, PolicySet, RequestInput, ResourceInput},
+    store::Store,
+};
+use problem::ApiError;
+
+/// Everything a request handler needs, shared by all requests.
+pub struct AppState {
+    /// Resolved settings.
+    pub settings: Settings,
+    /// Users and documents.
+    pub store: Arc<dyn Store>,
+    /// Bearer-token checks and token issue.
+    pub auth: Authenticator,
+    /// Password hashing off the async workers.
+    pub hasher: Hasher,
+    /// Loaded policies, swapped atomically on reload.
+    pub policies: Arc<PolicyEngine>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Operation groups in the spec and Swagger UI.
+#[derive(Tags)]
+pub enum ApiTags {
+    /// Log in: get an access token.
+    Auth,
+    /// Documents of the resource kinds defined by policy files.
+    Resources,
+    /// User administration (governed by `_users.rhai`).
+    Users,
+    /// Policy status (governed by `_policies.rhai`).
+    Policies,
+    /// Health.
+    System,
+}
+
+/// The OpenAPI service: every operation of the server.
+pub type ApiService = OpenApiService<
+    (
+        token::TokenApi,
+        resources::ResourceApi,
+        users::UserApi,
+        policies::PolicyApi,
+        system::SystemApi,
+    ),
+    (),
+>;
+
+const API_DESCRIPTION: &str = "JWT-secured resources whose access rules are hot-reloaded Rhai scripts.\n\n\
+Log in with **Authorize** (OAuth2 password flow against `POST /token`), then call any endpoint. \
+A resource kind exists while `policies/<kind>.rhai` exists; that script decides every request to it. \
+Errors are `application/problem+json` (RFC 9457), except the token endpoint's, which follow RFC 6749 §5.2.";
+
+/// Builds the OpenAPI service (no state needed: the spec is a function of the types).
+pub fn openapi_service() -> ApiService {
+    OpenApiService::new(
+        (
+            token::TokenApi,
+            resources::ResourceApi,
+            users::UserApi,
+            policies::PolicyApi,
+            system::SystemApi,
+        ),
+        "gatehouse",
+        env!("CARGO_PKG_VERSION"),
+    )
+    .description(API_DESCRIPTION)
+}
+
+/// The spec as pretty JSON, exactly what `gatehouse openapi` prints and
+/// `openapi/openapi.json` holds.
+pub fn spec_json() -> String {
+    openapi_service().spec()
+}
+
+/// The whole HTTP endpoint: API, `/openapi.json`, `/openapi.yaml`, `/docs`, body limit and
+/// problem+json for every error.
+pub fn routes(state: Arc<AppState>) -> impl Endpoint {
+    let svc = openapi_service();
+    let max_body = state.settings.max_body_bytes;
+    Route::new()
+        .nest("/docs", svc.swagger_ui())
+        .at("/openapi.json", svc.spec_endpoint())
+        .at("/openapi.yaml", svc.spec_endpoint_yaml())
+        .nest("/", svc)
+        .around(move |ep, req| limit_body(ep, req, max_body))
+        .data(state)
+        .catch_all_error(problem::catch_all)
+}
+
+/// Refuses bodies over the limit with 413 (before any handler reads them), whether or not a
+/// `Content-Length` was sent.
+async fn limit_body<E: Endpoint>(ep: Arc<E>, mut req: Request, max: usize) -> poem::Result<Response> {
+    if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS)
+        && req.header("content-length").is_none()
+        && req.header("transfer-encoding").is_none()
+    {
+        return ep.call(req).await.map(IntoResponse::into_response);
+    }
+    let declared = req.header("content-length").and_then(|v| v.parse::<u64>().ok());
+    let is_token = req.uri().path() == "/token";
+    let refuse = move || -> Response {
+        if is_token {
+            token::TokenResponse::error(
+                "invalid_request",
+                format!("the request body is larger than the limit of {max} bytes"),
+            )
+            .into_response()
+            .with_status(poem::http::StatusCode::PAYLOAD_TOO_LARGE)
+            .into_response()
+        } else {
+            ApiError::payload_too_large(max).into_response()
+        }
+    };
+    if declared.is_some_and(|n| n > max as u64) {
+        return Ok(refuse());
+    }
+    let body = req.take_body();
+    match body.into_bytes_limit(max).await {
+        Ok(bytes) => {
+            req.set_body(bytes);
+            ep.call(req).await.map(IntoResponse::into_response)
+        }
+        Err(poem::error::ReadBodyError::PayloadTooLarge) => Ok(refuse()),
+        Err(e) => Ok(ApiError::bad_request(format!("cannot read the request body: {e}")).into_response()),
+    }
+}
+
+/// The resource a policy decides about (see the policy script reference in README).
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    /// `resource.kind`.
+    pub kind: &'a str,
+    /// `resource.id` (`()` for create and list).
+    pub id: Option<&'a str>,
+    /// `resource.owner` (`()` when none yet).
+    pub owner: Option<&'a str>,
+    /// `resource.data`.
+    pub data: &'a Value,
+    /// `resource.old` (stored data on update).
+    pub old: Option<&'a Value>,
+    /// Extra `resource` entries (e.g. `changes` for users).
+    pub extra: Option<&'a Value>,
+}
+
+impl<'a> Target<'a> {
+    /// A target without `old` or extra entries.
+    pub fn new(kind: &'a str, id: Option<&'a str>, owner: Option<&'a str>, data: &'a Value) -> Self {
+        Self {
+            kind,
+            id,
+            owner,
+            data,
+            old: None,
+            extra: None,
+        }
+    }
+}
+
+/// Runs policy `name` from `set` and turns anything but an allow into 403. A missing policy
+/// also denies (fail closed); callers that want 404 for unknown kinds check first.
+pub fn authorize(
+    set: &PolicySet,
+    name: &str,
+    claims: &Value,
+    action: Action,
+    target: Target<'_>,
+    req: &Request,
+) -> Result<(), ApiError> {
+    let input = Input {
+        claims,
+        action,
+        resource: ResourceInput {
+            kind: target.kind,
+            id: target.id,
+            owner: target.owner,
+            data: target.data,
+            old: target.old,
+            extra: target.extra,
+        },
+        request: RequestInput {
+            method: req.method().as_str(),
+            path: req.uri().path(),
+            time: time::OffsetDateTime::now_utc().unix_timestamp(),
+        },
+    };
+    let Some(decision) = set.evaluate(name, &input) else {
+        tracing::warn!(target: "gatehouse::policy", policy = name, "denied: no policy file `{name}.rhai`");
+        return Err(ApiError::forbidden(format!(
+            "denied: no policy `{name}.rhai` is loaded, so nothing is allowed here"
+        )));
+    };
+    match decision.outcome {
+        Outcome::Allow => Ok(()),
+        Outcome::Deny => {
+            tracing::debug!(target: "gatehouse::policy", policy = name, action = %action, reason = ?decision.reason, "denied");
+            Err(ApiError::forbidden(match decision.reason {
+                Some(reason) => reason,
+                None => format!("denied by policy `{name}`"),
+            }))
+        }
+        Outcome::Error => Err(ApiError::forbidden(format!(
+            "denied: policy `{name}` failed to decide (the server log says why)"
+        ))),
+    }
+}
+
+/// Validates a `limit` query parameter.
+pub fn page_limit(limit: Option<u32>) -> Result<usize, ApiError> {
+    match limit {
+        None => Ok(100),
+        Some(n @ 1..=1000) => Ok(n as usize),
+        Some(n) => Err(ApiError::bad_request(format!(
+            "`limit` must be between 1 and 1000, not {n}"
+        ))),
+    }
+}
+
+/// Now, as RFC 3339 UTC with second precision.
+pub fn now_rfc3339() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    let now = now.replace_nanosecond(0).unwrap_or(now);
+    now.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}

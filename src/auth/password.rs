@@ -1,0 +1,146 @@
+//! Password hashing with argon2id (OWASP parameters: m=19456 KiB, t=2, p=1).
+//!
+//! Hashing costs tens of milliseconds of CPU and ~19 MiB, so the async API runs it on tokio's
+//! blocking pool behind a semaphore sized to the CPU count: a login flood queues instead of
+//! starving the async workers or exhausting memory. Unknown users are verified against a dummy
+//! hash so that their answer takes as long as a wrong password.
+
+use std::sync::Arc;
+
+use argon2::{Argon2, PasswordHasher, PasswordVerifier};
+use tokio::sync::Semaphore;
+
+use super::AuthError;
+use crate::config::Secret;
+
+/// Shortest accepted password.
+pub const MIN_PASSWORD_LEN: usize = 8;
+/// Longest accepted password (bytes); longer input is refused before hashing.
+pub const MAX_PASSWORD_LEN: usize = 1024;
+
+/// Checks the password rules.
+pub fn check_password_rules(pw: &str) -> Result<(), AuthError> {
+    if pw.chars().count() < MIN_PASSWORD_LEN {
+        return Err(AuthError::WeakPassword(format!(
+            "password must have at least {MIN_PASSWORD_LEN} characters"
+        )));
+    }
+    if pw.len() > MAX_PASSWORD_LEN {
+        return Err(AuthError::WeakPassword(format!(
+            "password must have at most {MAX_PASSWORD_LEN} bytes"
+        )));
+    }
+    Ok(())
+}
+
+/// Hashes on the calling thread (CLI, tests). Servers use [`Hasher::hash`].
+pub fn hash_blocking(pw: &str) -> Result<String, AuthError> {
+    Argon2::default()
+        .hash_password(pw.as_bytes())
+        .map(|h| h.to_string())
+        .map_err(|e| AuthError::Internal(format!("password hashing failed: {e}")))
+}
+
+/// Verifies on the calling thread; a malformed stored hash verifies nothing.
+pub fn verify_blocking(pw: &str, phc: &str) -> bool {
+    Argon2::default().verify_password(pw.as_bytes(), phc).is_ok()
+}
+
+/// Runs hashing off the async workers, at most `permits` at a time.
+#[derive(Clone)]
+pub struct Hasher {
+    permits: Arc<Semaphore>,
+    dummy: Arc<str>,
+}
+
+impl std::fmt::Debug for Hasher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hasher").finish_non_exhaustive()
+    }
+}
+
+impl Hasher {
+    /// A hasher that runs at most `concurrency` hashes at once (at least one).
+    pub fn new(concurrency: usize) -> Result<Self, AuthError> {
+        Ok(Self {
+            permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            dummy: hash_blocking("gatehouse-timing-equaliser")?.into(),
+        })
+    }
+
+    async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T, AuthError> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|e| AuthError::Internal(e.to_string()))?;
+        tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|e| AuthError::Internal(e.to_string()))
+    }
+
+    /// Hashes a new password.
+    pub async fn hash(&self, pw: &Secret) -> Result<String, AuthError> {
+        let pw = pw.clone();
+        self.run(move || hash_blocking(pw.expose())).await?
+    }
+
+    /// Verifies `pw` against `stored`, or against a dummy hash when there is no user, so both
+    /// cases cost the same.
+    pub async fn verify(&self, pw: &Secret, stored: Option<&str>) -> Result<bool, AuthError> {
+        let pw = pw.clone();
+        let known = stored.is_some();
+        let phc: Arc<str> = stored.map(Arc::from).unwrap_or_else(|| self.dummy.clone());
+        let ok = self.run(move || verify_blocking(pw.expose(), &phc)).await?;
+        Ok(ok && known)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_is_argon2id_with_owasp_parameters() {
+        let h = hash_blocking("correct horse").unwrap();
+        assert!(h.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{h}");
+        assert!(verify_blocking("correct horse", &h));
+        assert!(!verify_blocking("wrong horse", &h));
+        assert!(!verify_blocking("x", "not a hash"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn unknown_user_never_verifies() {
+        let hasher = Hasher::new(2).unwrap();
+        let pw = Secret::new("gatehouse-timing-equaliser");
+        assert!(!hasher.verify(&pw, None).await.unwrap());
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn hashing_does_not_block_the_async_runtime() {
+        // On a single-threaded runtime, a timer must keep firing while hashes run.
+        let hasher = Hasher::new(1).unwrap();
+        let pw = Secret::new("some password");
+        let hashing = tokio::spawn({
+            let hasher = hasher.clone();
+            async move {
+                for _ in 0..3 {
+                    hasher.hash(&pw).await.unwrap();
+                }
+            }
+        });
+        let mut ticks = 0;
+        while !hashing.is_finished() {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            ticks += 1;
+        }
+        assert!(ticks >= 3, "the runtime was blocked: {ticks} ticks");
+    }
+
+    #[test]
+    fn password_rules() {
+        assert!(check_password_rules("short").is_err());
+        assert!(check_password_rules("long enough").is_ok());
+        assert!(check_password_rules(&"x".repeat(2000)).is_err());
+    }
+}

@@ -1,0 +1,333 @@
+//! Access tokens: issue and verify HS256 JWTs.
+//!
+//! Verification pins the algorithm (the header's `alg` is never trusted), requires `exp`,
+//! `iat`, `iss` and `sub`, checks `nbf` when present, checks `iss` (and `aud` when configured)
+//! and allows `leeway` seconds of clock skew. Each token carries a `kid` derived from the key,
+//! so a token signed by another key is refused before its signature is even checked.
+
+use jsonwebtoken::{decode, decode_header, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::AuthError;
+use crate::store::UserRecord;
+
+/// Tokens longer than this are refused unread.
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+
+/// The claims of a gatehouse access token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    /// The user name.
+    pub sub: String,
+    /// The user's roles at issue time.
+    pub roles: Vec<String>,
+    /// Issued at (unix seconds).
+    pub iat: i64,
+    /// Expires at (unix seconds).
+    pub exp: i64,
+    /// Issuer.
+    pub iss: String,
+    /// Unique token id.
+    pub jti: String,
+    /// Any other claims (e.g. `aud`, `nbf`), passed to policies as they are.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Claims {
+    /// The claims as one JSON object, as policies see them.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// Signs and verifies access tokens with one key.
+pub struct TokenService {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+    kid: String,
+    issuer: String,
+    audience: Option<String>,
+    ttl: u64,
+}
+
+impl std::fmt::Debug for TokenService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenService")
+            .field("kid", &self.kid)
+            .field("issuer", &self.issuer)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Options for [`TokenService::new`].
+#[derive(Debug, Clone)]
+pub struct TokenOptions {
+    /// `iss` to issue and require.
+    pub issuer: String,
+    /// `aud` to issue and require, when set.
+    pub audience: Option<String>,
+    /// Access-token lifetime in seconds.
+    pub ttl: u64,
+    /// Seconds of clock skew allowed on `exp` and `nbf`.
+    pub leeway: u64,
+}
+
+fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+impl TokenService {
+    /// An HS256 service over `secret` (at least 32 bytes). Does a sign-and-verify round trip, so
+    /// a broken crypto backend fails here, at startup, and not on the first request.
+    pub fn new(secret: &[u8], opts: TokenOptions) -> Result<Self, AuthError> {
+        if secret.len() < 32 {
+            return Err(AuthError::Internal("the signing key must be at least 32 bytes".into()));
+        }
+        let encoding = EncodingKey::from_secret(secret).map_err(|e| AuthError::Internal(e.to_string()))?;
+        let decoding = DecodingKey::from_secret(secret).map_err(|e| AuthError::Internal(e.to_string()))?;
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = opts.leeway;
+        validation.validate_exp = true;
+        validation.validate_nbf = true;
+        validation.set_issuer(&[&opts.issuer]);
+        let mut required = vec!["exp", "iss", "sub"];
+        match &opts.audience {
+            Some(aud) => {
+                validation.set_audience(&[aud]);
+                required.push("aud");
+            }
+            None => validation.validate_aud = false,
+        }
+        validation.set_required_spec_claims(&required);
+        let digest = Sha256::digest(secret);
+        let kid = format!("hs256-{:x}", digest).chars().take(18).collect();
+        let service = Self {
+            encoding,
+            decoding,
+            validation,
+            kid,
+            issuer: opts.issuer,
+            audience: opts.audience,
+            ttl: opts.ttl,
+        };
+        let probe = UserRecord {
+            username: crate::model::Username::parse("selftest").map_err(|e| AuthError::Internal(e.to_string()))?,
+            password_hash: String::new(),
+            roles: vec![],
+            disabled: false,
+            created_at: String::new(),
+            updated_at: String::new(),
+            tokens_valid_after: 0,
+        };
+        let (token, _) = service.issue(&probe)?;
+        service.verify(&token)?;
+        Ok(service)
+    }
+
+    /// The key id carried in the `kid` header.
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    /// Access-token lifetime in seconds.
+    pub fn ttl(&self) -> u64 {
+        self.ttl
+    }
+
+    /// Issues an access token for `user`; returns the token and its lifetime in seconds.
+    pub fn issue(&self, user: &UserRecord) -> Result<(String, u64), AuthError> {
+        let iat = now();
+        let mut extra = serde_json::Map::new();
+        if let Some(aud) = &self.audience {
+            extra.insert("aud".into(), aud.clone().into());
+        }
+        let claims = Claims {
+            sub: user.username.to_string(),
+            roles: user.roles.iter().map(|r| r.to_string()).collect(),
+            iat,
+            exp: iat.saturating_add(i64::try_from(self.ttl).unwrap_or(i64::MAX)),
+            iss: self.issuer.clone(),
+            jti: uuid::Uuid::new_v4().to_string(),
+            extra,
+        };
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some(self.kid.clone());
+        let token = encode(&header, &claims, &self.encoding)
+            .map_err(|e| AuthError::Internal(format!("signing failed: {e}")))?;
+        Ok((token, self.ttl))
+    }
+
+    /// Verifies a token's form, key, signature and claims. Does not look at the user.
+    pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
+        use jsonwebtoken::errors::ErrorKind;
+        let invalid = |msg: &str| AuthError::InvalidToken(msg.to_owned());
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(invalid("token is too large"));
+        }
+        let header = decode_header(token).map_err(|_| invalid("malformed token"))?;
+        if header.alg != Algorithm::HS256 {
+            return Err(invalid("token algorithm not accepted"));
+        }
+        if header.jku.is_some() || header.x5u.is_some() || header.jwk.is_some() {
+            return Err(invalid("token header names a key source; not accepted"));
+        }
+        if header.kid.as_deref().is_some_and(|kid| kid != self.kid) {
+            return Err(invalid("token signed by an unknown key"));
+        }
+        match decode::<Claims>(token, &self.decoding, &self.validation) {
+            Ok(data) => Ok(data.claims),
+            Err(e) => Err(match e.kind() {
+                ErrorKind::ExpiredSignature => invalid("token expired"),
+                ErrorKind::ImmatureSignature => invalid("token not yet valid"),
+                ErrorKind::InvalidSignature => invalid("invalid token signature"),
+                ErrorKind::InvalidIssuer => invalid("token issuer not accepted"),
+                ErrorKind::InvalidAudience => invalid("token audience not accepted"),
+                ErrorKind::InvalidAlgorithm => invalid("token algorithm not accepted"),
+                ErrorKind::MissingRequiredClaim(c) => AuthError::InvalidToken(format!("token lacks the `{c}` claim")),
+                _ => invalid("malformed token"),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use base64::Engine as _;
+
+    use super::*;
+    use crate::model::{Role, Username};
+
+    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    fn service(leeway: u64) -> TokenService {
+        TokenService::new(
+            SECRET,
+            TokenOptions {
+                issuer: "gatehouse".into(),
+                audience: None,
+                ttl: 900,
+                leeway,
+            },
+        )
+        .unwrap()
+    }
+
+    fn user() -> UserRecord {
+        UserRecord {
+            username: Username::parse("ann").unwrap(),
+            password_hash: String::new(),
+            roles: vec![Role::parse("user").unwrap()],
+            disabled: false,
+            created_at: String::new(),
+            updated_at: String::new(),
+            tokens_valid_after: 0,
+        }
+    }
+
+    fn forge(header: serde_json::Value, claims: serde_json::Value, secret: &[u8]) -> String {
+        use sha2::Sha256;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let signing = format!("{}.{}", b64.encode(header.to_string()), b64.encode(claims.to_string()));
+        let key = jsonwebtoken::EncodingKey::from_secret(secret).unwrap();
+        let _ = Sha256::digest(b"");
+        let sig = jsonwebtoken::crypto::sign(signing.as_bytes(), &key, Algorithm::HS256).unwrap();
+        format!("{signing}.{sig}")
+    }
+
+    #[test]
+    fn round_trip_has_the_contract_claims() {
+        let s = service(30);
+        let (t, ttl) = s.issue(&user()).unwrap();
+        assert_eq!(ttl, 900);
+        let c = s.verify(&t).unwrap();
+        assert_eq!(c.sub, "ann");
+        assert_eq!(c.roles, ["user"]);
+        assert_eq!(c.iss, "gatehouse");
+        assert_eq!(c.exp - c.iat, 900);
+        assert!(!c.jti.is_empty());
+    }
+
+    #[test]
+    fn not_yet_valid_is_refused() {
+        // jsonwebtoken does not check `nbf` by default; we turn it on.
+        let s = service(0);
+        let now = now();
+        let t = forge(
+            serde_json::json!({"alg":"HS256","typ":"JWT"}),
+            serde_json::json!({"sub":"ann","roles":[],"iat":now,"exp":now+600,"nbf":now+300,"iss":"gatehouse","jti":"x"}),
+            SECRET,
+        );
+        let err = s.verify(&t).unwrap_err().to_string();
+        assert!(err.contains("not yet valid"), "{err}");
+    }
+
+    #[test]
+    fn expired_beyond_leeway_is_refused() {
+        let s = service(30);
+        let now = now();
+        let claims =
+            |exp: i64| serde_json::json!({"sub":"ann","roles":[],"iat":now-1000,"exp":exp,"iss":"gatehouse","jti":"x"});
+        let hdr = serde_json::json!({"alg":"HS256","typ":"JWT"});
+        assert!(s.verify(&forge(hdr.clone(), claims(now - 10), SECRET)).is_ok());
+        assert!(s
+            .verify(&forge(hdr, claims(now - 100), SECRET))
+            .unwrap_err()
+            .to_string()
+            .contains("expired"));
+    }
+
+    #[test]
+    fn forgeries_are_refused() {
+        let s = service(30);
+        let now = now();
+        let claims =
+            serde_json::json!({"sub":"ann","roles":["admin"],"iat":now,"exp":now+600,"iss":"gatehouse","jti":"x"});
+        let hdr = serde_json::json!({"alg":"HS256","typ":"JWT"});
+        // wrong key
+        assert!(s
+            .verify(&forge(hdr.clone(), claims.clone(), b"another-secret-another-secret-xx"))
+            .is_err());
+        // wrong issuer
+        let mut other = claims.clone();
+        other["iss"] = "evil".into();
+        assert!(s.verify(&forge(hdr.clone(), other, SECRET)).is_err());
+        // missing exp
+        let mut no_exp = claims.clone();
+        no_exp.as_object_mut().unwrap().remove("exp");
+        assert!(s.verify(&forge(hdr.clone(), no_exp, SECRET)).is_err());
+        // alg none and other algorithms
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let none = format!(
+            "{}.{}.",
+            b64.encode(r#"{"alg":"none","typ":"JWT"}"#),
+            b64.encode(claims.to_string())
+        );
+        assert!(s.verify(&none).is_err());
+        let hs512 = format!(
+            "{}.{}.AAAA",
+            b64.encode(r#"{"alg":"HS512","typ":"JWT"}"#),
+            b64.encode(claims.to_string())
+        );
+        assert!(s.verify(&hs512).is_err());
+        // unknown kid
+        assert!(s
+            .verify(&forge(
+                serde_json::json!({"alg":"HS256","kid":"other"}),
+                claims.clone(),
+                SECRET
+            ))
+            .is_err());
+        // tampered payload
+        let (good, _) = s.issue(&user()).unwrap();
+        let parts: Vec<&str> = good.split('.').collect();
+        let tampered = format!("{}.{}.{}", parts[0], b64.encode(claims.to_string()), parts[2]);
+        assert!(s.verify(&tampered).is_err());
+        // garbage and oversize
+        for bad in ["", "a.b.c", "....", "not a token", &"a".repeat(MAX_TOKEN_BYTES + 1)] {
+            assert!(s.verify(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,316 @@
+//! The command line: `serve`, `user ...`, `policy check`, `openapi`.
+//!
+//! `main.rs` only calls [`main`]. User commands open the store directly and therefore refuse,
+//! with a plain message and a non-zero exit, while a server holds the data directory.
+
+use std::{io::Read, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+
+use crate::{
+    api,
+    app::{random_token, AdminBootstrap, Application},
+    auth::password::{check_password_rules, hash_blocking},
+    config::{Settings, SettingsArgs},
+    model::{Role, Username},
+    policy,
+    store::{SledStore, Store, StoreError, UserRecord},
+};
+
+/// gatehouse: JWT-secured HTTP APIs whose access rules are hot-reloaded Rhai scripts.
+#[derive(Debug, Parser)]
+#[command(name = "gatehouse", version, about, long_about = None)]
+pub struct Cli {
+    #[command(flatten)]
+    settings: SettingsArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve,
+    /// Manage users while the server is stopped.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Work with policy files.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Print the OpenAPI document (JSON).
+    Openapi,
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Add a user (the password is generated and printed unless --password-stdin).
+    Add {
+        /// User name.
+        name: String,
+        /// Role (repeatable).
+        #[arg(long = "role", value_name = "ROLE")]
+        roles: Vec<String>,
+        /// Read the password from standard input (first line).
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List users.
+    List,
+    /// Remove a user.
+    Remove {
+        /// User name.
+        name: String,
+    },
+    /// Set a user's password, read from standard input.
+    Passwd {
+        /// User name.
+        name: String,
+        /// Read the password from standard input (first line). Required.
+        #[arg(long, required = true)]
+        password_stdin: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PolicyCommand {
+    /// Compile policy files without serving; print errors as file:line:col: message.
+    Check {
+        /// A .rhai file or a directory [default: the policies setting].
+        path: Option<std::path::PathBuf>,
+    },
+}
+
+/// Parses the command line and runs it.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    crate::telemetry::init();
+    match run(cli) {
+        Ok(code) => code,
+        Err(msg) => {
+            eprintln!("error: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode, String> {
+    match cli.command {
+        Command::Openapi => {
+            use std::io::Write as _;
+            let mut out = std::io::stdout().lock();
+            // A closed pipe (`gatehouse openapi | head`) is not an error worth a panic.
+            let _ = writeln!(out, "{}", api::spec_json());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Policy(PolicyCommand::Check { path }) => {
+            let settings = Settings::resolve(&cli.settings).map_err(|e| e.to_string())?;
+            let path = path.unwrap_or(settings.policies);
+            Ok(policy_check(&path))
+        }
+        Command::Serve => {
+            let settings = Settings::resolve(&cli.settings).map_err(|e| e.to_string())?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            rt.block_on(serve(settings))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::User(cmd) => {
+            let settings = Settings::resolve(&cli.settings).map_err(|e| e.to_string())?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            rt.block_on(user(settings, cmd))
+        }
+    }
+}
+
+fn policy_check(path: &std::path::Path) -> ExitCode {
+    if !path.exists() {
+        eprintln!("error: `{}` does not exist", path.display());
+        return ExitCode::FAILURE;
+    }
+    let report = policy::check(path, &policy::Limits::default());
+    for diag in &report {
+        eprintln!("{diag}");
+    }
+    if report.is_empty() {
+        println!("ok: every policy in `{}` compiles", path.display());
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("{} error(s)", report.len());
+        ExitCode::FAILURE
+    }
+}
+
+async fn serve(settings: Settings) -> Result<(), String> {
+    let app = Application::build(settings.clone()).await.map_err(|e| e.to_string())?;
+    let addr = app.local_addr();
+    match app.admin_bootstrap() {
+        AdminBootstrap::Existing => {}
+        AdminBootstrap::CreatedWithConfiguredPassword => {
+            println!("created user `admin` (role admin) with the password from GATEHOUSE_ADMIN_PASSWORD");
+        }
+        AdminBootstrap::CreatedWithGeneratedPassword(pw) => {
+            println!(
+                "created user `admin` (role admin) with the generated password: {}",
+                pw.expose()
+            );
+            println!("  it is shown only this once; change it with PATCH /users/admin");
+        }
+    }
+    let status = app.state().policies.status();
+    let loaded: Vec<_> = status
+        .iter()
+        .filter(|s| s.version.is_some())
+        .map(|s| s.name.as_str())
+        .collect();
+    let failed: Vec<_> = status.iter().filter(|s| s.error.is_some()).collect();
+    println!("gatehouse {} listening on http://{addr}", env!("CARGO_PKG_VERSION"));
+    println!("  docs:     http://{addr}/docs  (log in with Authorize: user `admin`)");
+    println!("  token:    curl -d 'grant_type=password&username=admin&password=...' http://{addr}/token");
+    println!("  data:     {}", settings.data_dir.display());
+    println!(
+        "  policies: {} — {} loaded ({}), {} failed",
+        settings.policies.display(),
+        loaded.len(),
+        loaded.join(", "),
+        failed.len()
+    );
+    for f in failed {
+        println!("  policy error: {}", f.error.as_deref().unwrap_or_default());
+    }
+    app.run(shutdown_signal()).await.map_err(|e| e.to_string())?;
+    println!("gatehouse stopped");
+    Ok(())
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down");
+}
+
+fn read_password_stdin() -> Result<String, String> {
+    let mut input = String::new();
+    std::io::stdin()
+        .read_to_string(&mut input)
+        .map_err(|e| format!("cannot read standard input: {e}"))?;
+    let pw = input.lines().next().unwrap_or_default().to_owned();
+    check_password_rules(&pw).map_err(|e| e.to_string())?;
+    Ok(pw)
+}
+
+fn open_store(settings: &Settings) -> Result<SledStore, String> {
+    SledStore::open(&settings.data_dir).map_err(|e| match e {
+        StoreError::Locked(dir) => format!(
+            "the data directory `{dir}` is in use by a running gatehouse server; stop the server first, or manage users through its HTTP API (/users)"
+        ),
+        other => other.to_string(),
+    })
+}
+
+async fn user(settings: Settings, cmd: UserCommand) -> Result<ExitCode, String> {
+    let store = open_store(&settings)?;
+    let parse_name = |n: &str| Username::parse(n).map_err(|e| e.to_string());
+    match cmd {
+        UserCommand::Add {
+            name,
+            roles,
+            password_stdin,
+        } => {
+            let username = parse_name(&name)?;
+            let roles = roles
+                .iter()
+                .map(|r| Role::parse(r).map_err(|e| e.to_string()))
+                .collect::<Result<Vec<_>, _>>()?;
+            let (password, generated) = if password_stdin {
+                (read_password_stdin()?, false)
+            } else {
+                (random_token(18), true)
+            };
+            let now = api::now_rfc3339();
+            let user = UserRecord {
+                username,
+                password_hash: hash_blocking(&password).map_err(|e| e.to_string())?,
+                roles,
+                disabled: false,
+                created_at: now.clone(),
+                updated_at: now,
+                tokens_valid_after: time::OffsetDateTime::now_utc().unix_timestamp(),
+            };
+            store.create_user(&user).await.map_err(|e| match e {
+                StoreError::Conflict => format!("user `{name}` already exists"),
+                other => other.to_string(),
+            })?;
+            if generated {
+                println!("added user `{name}` with the generated password: {password}");
+            } else {
+                println!("added user `{name}`");
+            }
+        }
+        UserCommand::List => {
+            let mut after: Option<Username> = None;
+            println!("{:<32} {:<9} ROLES", "USERNAME", "STATUS");
+            loop {
+                let page = store.list_users(after.as_ref(), 500).await.map_err(|e| e.to_string())?;
+                for u in &page {
+                    let roles: Vec<&str> = u.roles.iter().map(|r| r.as_str()).collect();
+                    println!(
+                        "{:<32} {:<9} {}",
+                        u.username,
+                        if u.disabled { "disabled" } else { "active" },
+                        roles.join(",")
+                    );
+                }
+                match page.last() {
+                    Some(last) if page.len() == 500 => after = Some(last.username.clone()),
+                    _ => break,
+                }
+            }
+        }
+        UserCommand::Remove { name } => {
+            let username = parse_name(&name)?;
+            if !store.delete_user(&username).await.map_err(|e| e.to_string())? {
+                return Err(format!("no user `{name}`"));
+            }
+            println!("removed user `{name}`");
+        }
+        UserCommand::Passwd { name, .. } => {
+            let username = parse_name(&name)?;
+            let old = store
+                .get_user(&username)
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| format!("no user `{name}`"))?;
+            let password = read_password_stdin()?;
+            let mut new = old.clone();
+            new.password_hash = hash_blocking(&password).map_err(|e| e.to_string())?;
+            new.updated_at = api::now_rfc3339();
+            new.tokens_valid_after = time::OffsetDateTime::now_utc().unix_timestamp();
+            store.update_user(&old, &new).await.map_err(|e| e.to_string())?;
+            println!("changed the password of `{name}`");
+        }
+    }
+    store.flush().await.map_err(|e| e.to_string())?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,27 @@
+//! gatehouse: a server and library for JWT-secured HTTP APIs whose access rules are Rhai
+//! scripts that operators edit on a live server.
+//!
+//! # Layout
+//! - [`model`]: newtypes parsed at the edge (user names, roles, kinds, ids, actions). A leaf.
+//! - [`config`]: settings from defaults, a TOML file, `GATEHOUSE_*` env and flags.
+//! - [`store`]: the storage interface and its sled backend (the only module naming sled).
+//! - [`auth`]: argon2id passwords, JWT issue and verification, the per-request check.
+//! - [`policy`]: the Rhai engine, loader and watcher. Knows nothing of HTTP or storage.
+//! - [`api`]: poem-openapi endpoints, problem+json errors, the OpenAPI document.
+//! - [`app`]: builds and runs a server from [`config::Settings`].
+//! - [`cli`]: the `gatehouse` command line.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod api;
+pub mod app;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod model;
+pub mod policy;
+pub mod store;
+pub mod telemetry;
+
+pub use app::Application;
+pub use config::Settings;

@@ -1,0 +1,527 @@
+//! The hardened Rhai engine (the sandbox): how a policy is compiled, how [`Input`] becomes the
+//! script's `claims`, `action`, `resource` and `request` constants, and how the script's value
+//! becomes a [`Decision`].
+//!
+//! `Engine::new()` is not a sandbox, so [`Sandbox::new`] closes what it leaves open: module
+//! imports, `eval`, the thread-blocking `sleep` builtins, stdout printing, silent `()` for typos,
+//! and unbounded CPU, memory and time. Every failure is a deny with [`Outcome::Error`].
+
+use std::{
+    cell::Cell,
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use rhai::{module_resolvers::DummyModuleResolver, Dynamic, Engine, EvalAltResult, Map, Scope, AST};
+
+use super::{Decision, Diagnostic, Input, Limits, Outcome};
+
+/// The names a policy sees; compiled against so that strict-variables mode accepts them.
+const INPUTS: [&str; 4] = ["claims", "action", "resource", "request"];
+
+thread_local! {
+    /// Wall-clock deadline of the evaluation running on this thread. Evaluation is synchronous,
+    /// so the engine-wide progress callback can read the deadline of the current call here.
+    static DEADLINE: Cell<Option<Instant>> = const { Cell::new(None) };
+}
+
+/// Clears this thread's deadline when an evaluation ends, however it ends.
+struct DeadlineGuard;
+
+impl DeadlineGuard {
+    fn set(timeout: Duration) -> Self {
+        DEADLINE.with(|d| d.set(Instant::now().checked_add(timeout)));
+        Self
+    }
+}
+
+impl Drop for DeadlineGuard {
+    fn drop(&mut self) {
+        DEADLINE.with(|d| d.set(None));
+    }
+}
+
+/// A configured Rhai engine plus the wall-clock budget. Shared (`Arc`) by every policy set.
+pub(crate) struct Sandbox {
+    engine: Engine,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sandbox")
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sandbox {
+    /// Builds the hardened engine. `setup` may register helpers; hardening is applied after it so
+    /// that it cannot be undone.
+    pub(crate) fn new(limits: &Limits, setup: impl FnOnce(&mut Engine)) -> Self {
+        let mut engine = Engine::new();
+        setup(&mut engine);
+        engine
+            .set_module_resolver(DummyModuleResolver::new())
+            .set_max_modules(0)
+            .disable_symbol("eval")
+            .set_strict_variables(true)
+            .set_fail_on_invalid_map_property(true)
+            .set_max_operations(limits.max_operations)
+            .set_max_call_levels(limits.max_call_levels)
+            .set_max_expr_depths(limits.max_expr_depth, limits.max_function_expr_depth)
+            .set_max_string_size(limits.max_string_size)
+            .set_max_array_size(limits.max_array_size)
+            .set_max_map_size(limits.max_map_size)
+            .set_max_variables(limits.max_variables)
+            .on_print(|text| tracing::info!(target: "gatehouse::policy::script", "{text}"))
+            .on_debug(|text, source, pos| {
+                tracing::debug!(target: "gatehouse::policy::script", source, %pos, "{text}");
+            })
+            .on_progress(|ops| {
+                // Reading the clock every 64 operations is plenty: one operation is bounded by
+                // the size limits.
+                if ops % 64 != 0 {
+                    return None;
+                }
+                let late = DEADLINE.with(|d| d.get().is_some_and(|t| Instant::now() >= t));
+                late.then(|| "timeout".into())
+            });
+        // The builtins call std::thread::sleep and escape the operation budget; disable_symbol
+        // does not stop them, overriding both overloads does.
+        engine.register_fn("sleep", |_: i64| -> Result<(), Box<EvalAltResult>> {
+            Err("sleep is not available in policies".into())
+        });
+        engine.register_fn("sleep", |_: f64| -> Result<(), Box<EvalAltResult>> {
+            Err("sleep is not available in policies".into())
+        });
+        Self {
+            engine,
+            timeout: limits.timeout,
+        }
+    }
+
+    /// Compiles one policy; `file` is only used to label the diagnostic.
+    pub(crate) fn compile(&self, file: &Path, source: &str) -> Result<AST, Diagnostic> {
+        let mut names = Scope::new();
+        for name in INPUTS {
+            // Plain variables, not constants: constants would be folded into the AST.
+            names.push(name, ());
+        }
+        let diag = |line, col, message: String| Diagnostic {
+            file: file.to_path_buf(),
+            line,
+            col,
+            message,
+        };
+        let mut ast = self.engine.compile_with_scope(&names, source).map_err(|e| {
+            let (line, col) = position(e.position());
+            diag(line, col, e.err_type().to_string())
+        })?;
+        // An empty file (e.g. caught between truncate and write) would deny everything with an
+        // error; refuse it so that the last good version keeps running.
+        if is_blank(source) {
+            return Err(diag(
+                1,
+                1,
+                "policy is empty: it must evaluate to true, false or #{allow, reason}".into(),
+            ));
+        }
+        ast.set_source(file.to_string_lossy().as_ref());
+        Ok(ast)
+    }
+
+    /// Runs a compiled policy for one input. Never panics, never allows on error.
+    pub(crate) fn evaluate(&self, ast: &AST, file: &Path, version: &str, input: &Input) -> Decision {
+        let result = scope_for(input).and_then(|mut scope| {
+            let _deadline = DeadlineGuard::set(self.timeout);
+            self.engine
+                .eval_ast_with_scope::<Dynamic>(&mut scope, ast)
+                .map_err(|e| runtime_error(&e))
+        });
+        let verdict = result.and_then(|value| interpret(value).map_err(|message| (0, 0, message)));
+        match verdict {
+            Ok((allow, reason)) => Decision {
+                allow,
+                reason,
+                outcome: if allow { Outcome::Allow } else { Outcome::Deny },
+                error: None,
+                policy_version: version.to_owned(),
+            },
+            Err((line, col, message)) => {
+                let diag = Diagnostic {
+                    file: file.to_path_buf(),
+                    line,
+                    col,
+                    message,
+                };
+                tracing::warn!(
+                    file = %file.display(), line, col, version, error = %diag.message,
+                    "policy failed; denying"
+                );
+                Decision {
+                    allow: false,
+                    reason: None,
+                    outcome: Outcome::Error,
+                    error: Some(diag.to_string()),
+                    policy_version: version.to_owned(),
+                }
+            }
+        }
+    }
+}
+
+type Located = (usize, usize, String);
+
+/// A fresh scope per evaluation (top-level `let`s would otherwise leak between requests).
+fn scope_for(input: &Input) -> Result<Scope<'static>, Located> {
+    let json =
+        |v: &serde_json::Value| rhai::serde::to_dynamic(v).map_err(|e| (0, 0, format!("cannot convert input: {e}")));
+    let opt_str = |v: Option<&str>| v.map_or(Dynamic::UNIT, |s| Dynamic::from(s.to_owned()));
+    let res = &input.resource;
+    let mut resource = match res.extra.map(json).transpose()?.and_then(|d| d.try_cast::<Map>()) {
+        Some(extra) => extra,
+        None => Map::new(),
+    };
+    resource.insert("kind".into(), Dynamic::from(res.kind.to_owned()));
+    resource.insert("id".into(), opt_str(res.id));
+    resource.insert("owner".into(), opt_str(res.owner));
+    resource.insert("data".into(), json(res.data)?);
+    resource.insert("old".into(), res.old.map(json).transpose()?.unwrap_or(Dynamic::UNIT));
+    let mut request = Map::new();
+    request.insert("method".into(), Dynamic::from(input.request.method.to_owned()));
+    request.insert("path".into(), Dynamic::from(input.request.path.to_owned()));
+    request.insert("time".into(), Dynamic::from(input.request.time));
+
+    let mut scope = Scope::new();
+    scope.push_constant_dynamic("claims", json(input.claims)?);
+    scope.push_constant("action", input.action.as_str().to_owned());
+    scope.push_constant("resource", resource);
+    scope.push_constant("request", request);
+    Ok(scope)
+}
+
+/// `true` / `false` / `#{allow: bool, reason: string}`; anything else is an error.
+fn interpret(value: Dynamic) -> Result<(bool, Option<String>), String> {
+    let value = value.flatten();
+    if let Ok(allow) = value.as_bool() {
+        return Ok((allow, None));
+    }
+    let type_name = value.type_name();
+    let Some(map) = value.try_cast::<Map>() else {
+        return Err(format!(
+            "policy returned {type_name}; expected true, false or #{{allow: bool, reason: string}}"
+        ));
+    };
+    let allow = map
+        .get("allow")
+        .and_then(|v| v.as_bool().ok())
+        .ok_or_else(|| "policy returned a map without a bool `allow`".to_owned())?;
+    let reason = match map.get("reason") {
+        None => None,
+        Some(r) => Some(
+            r.clone()
+                .into_string()
+                .map_err(|t| format!("policy returned a `reason` of type {t}; expected a string"))?,
+        ),
+    };
+    Ok((allow, reason))
+}
+
+/// The innermost error's position and message (inside a called function, not at the call site).
+fn runtime_error(err: &EvalAltResult) -> Located {
+    let inner = err.unwrap_inner();
+    let pos = if inner.position().is_none() {
+        err.position()
+    } else {
+        inner.position()
+    };
+    let (line, col) = position(pos);
+    let message = match inner {
+        EvalAltResult::ErrorTerminated(..) => "policy exceeded its time limit".to_owned(),
+        _ => {
+            // Display appends " (line L, position P)"; the position is reported separately.
+            let text = inner.to_string();
+            let suffix = format!(" ({})", inner.position());
+            text.strip_suffix(&suffix).unwrap_or(&text).to_owned()
+        }
+    };
+    (line, col, message)
+}
+
+/// Rhai positions as 1-based line and column; column 1 when Rhai reports "start of line".
+fn position(pos: rhai::Position) -> (usize, usize) {
+    match pos.line() {
+        Some(line) => (line, pos.position().unwrap_or(1)),
+        None => (0, 0),
+    }
+}
+
+/// True when the source has nothing but whitespace and comments.
+fn is_blank(source: &str) -> bool {
+    let mut rest = source;
+    loop {
+        rest = rest.trim_start();
+        if rest.is_empty() {
+            return true;
+        }
+        if let Some(after) = rest.strip_prefix("//") {
+            rest = after.find('\n').map_or("", |i| &after[i..]);
+        } else if let Some(mut after) = rest.strip_prefix("/*") {
+            // Rhai block comments nest.
+            let mut depth = 1;
+            while depth > 0 {
+                match (after.find("/*"), after.find("*/")) {
+                    (Some(open), Some(close)) if open < close => {
+                        depth += 1;
+                        after = &after[open + 2..];
+                    }
+                    (_, Some(close)) => {
+                        depth -= 1;
+                        after = &after[close + 2..];
+                    }
+                    // Unterminated: the compiler has already refused it.
+                    (_, None) => return true,
+                }
+            }
+            rest = after;
+        } else {
+            return false;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::sample_input;
+
+    fn sandbox(limits: &Limits) -> Sandbox {
+        Sandbox::new(limits, |_| {})
+    }
+
+    /// Compiles and evaluates `src` against [`sample_input`] with `limits`.
+    fn run_with(limits: &Limits, src: &str, input: &Input) -> Result<Decision, Diagnostic> {
+        let sb = sandbox(limits);
+        let ast = sb.compile(Path::new("t.rhai"), src)?;
+        Ok(sb.evaluate(&ast, Path::new("t.rhai"), "v1", input))
+    }
+
+    fn run(src: &str) -> Decision {
+        run_with(&Limits::default(), src, &sample_input()).expect("compiles")
+    }
+
+    /// Asserts a fail-closed error decision and returns its internal diagnostic.
+    fn assert_error(d: Decision) -> String {
+        assert!(!d.allow, "{d:?}");
+        assert_eq!(d.outcome, Outcome::Error, "{d:?}");
+        assert_eq!(d.reason, None, "clients never see the error");
+        d.error.expect("diagnostic")
+    }
+
+    #[test]
+    fn results_map_to_decisions() {
+        let d = run("true");
+        assert!(d.allow && d.outcome == Outcome::Allow && d.reason.is_none() && d.error.is_none());
+        assert_eq!(d.policy_version, "v1");
+        let d = run("false");
+        assert!(!d.allow && d.outcome == Outcome::Deny && d.error.is_none());
+        let d = run(r#"#{allow: false, reason: "B"}"#);
+        assert_eq!(
+            (d.allow, d.outcome, d.reason.as_deref()),
+            (false, Outcome::Deny, Some("B"))
+        );
+        let d = run(r#"#{allow: true}"#);
+        assert_eq!((d.allow, d.outcome, d.reason), (true, Outcome::Allow, None));
+    }
+
+    #[test]
+    fn script_sees_its_inputs() {
+        let d = run(r#"
+            claims.sub == "ann" && claims.roles.contains("user") && action == "read"
+            && resource.kind == "notes" && resource.id == "n1" && resource.owner == claims.sub
+            && resource.data.title == "hi" && resource.old == () && request.method == "GET"
+            && request.path == "/resources/notes/n1" && request.time == 1_700_000_000
+        "#);
+        assert_eq!(d.outcome, Outcome::Allow, "{d:?}");
+
+        let extra = serde_json::json!({"username": "bob", "kind": "spoofed"});
+        let old = serde_json::json!({"title": "before"});
+        let mut input = sample_input();
+        input.resource.id = None;
+        input.resource.owner = None;
+        input.resource.old = Some(&old);
+        input.resource.extra = Some(&extra);
+        let src = r#"resource.id == () && resource.owner == () && resource.old.title == "before"
+                     && resource.username == "bob" && resource.kind == "notes""#;
+        let d = run_with(&Limits::default(), src, &input).unwrap();
+        assert_eq!(d.outcome, Outcome::Allow, "{d:?}");
+    }
+
+    #[test]
+    fn inputs_are_constants_and_scopes_are_fresh() {
+        assert_error(run(r#"claims.sub = "admin"; true"#));
+        assert_error(run(r#"resource.owner = "mallory"; true"#));
+        let sb = sandbox(&Limits::default());
+        let ast = sb.compile(Path::new("t.rhai"), "let x = 1; x == 1").unwrap();
+        for _ in 0..2 {
+            let d = sb.evaluate(&ast, Path::new("t.rhai"), "v", &sample_input());
+            assert_eq!(d.outcome, Outcome::Allow);
+        }
+    }
+
+    #[test]
+    fn wrong_result_types_deny() {
+        for src in [
+            "42",
+            r#""yes""#,
+            "()",
+            "[true]",
+            "#{}",
+            r#"#{allow: "yes"}"#,
+            r#"#{allow: true, reason: 5}"#,
+            "1.5",
+        ] {
+            let err = assert_error(run(src));
+            assert!(err.starts_with("t.rhai: policy returned"), "{src}: {err}");
+        }
+    }
+
+    #[test]
+    fn runtime_errors_deny_with_file_and_line() {
+        let err = assert_error(run("let x = 1;\nlet y = x / 0;\ntrue"));
+        assert!(err.starts_with("t.rhai:2:"), "{err}");
+        let err = assert_error(run("fn f() {\n  throw \"boom\";\n}\nf()"));
+        assert!(err.starts_with("t.rhai:2:") && err.contains("boom"), "{err}");
+    }
+
+    #[test]
+    fn misspelt_property_denies() {
+        assert_eq!(run(r#"claims.roles.contains("user")"#).outcome, Outcome::Allow);
+        let err = assert_error(run(r#"claims.rolez != "admin""#));
+        assert!(err.contains("rolez"), "{err}");
+    }
+
+    #[test]
+    fn endless_loop_denies_within_a_second() {
+        let start = Instant::now();
+        let err = assert_error(run("loop {}"));
+        assert!(start.elapsed() < Duration::from_secs(1), "{:?}", start.elapsed());
+        assert!(err.contains("operations"), "{err}");
+    }
+
+    #[test]
+    fn wall_clock_deadline_stops_a_script() {
+        let limits = Limits {
+            max_operations: 0, // unlimited: only the deadline can stop it
+            timeout: Duration::from_millis(50),
+            ..Limits::default()
+        };
+        let start = Instant::now();
+        let d = run_with(&limits, "loop {}", &sample_input()).unwrap();
+        let err = assert_error(d);
+        assert!(err.contains("time limit"), "{err}");
+        assert!(start.elapsed() < Duration::from_millis(500), "{:?}", start.elapsed());
+        // The deadline is per evaluation: the next one on this thread starts afresh.
+        assert_eq!(
+            run_with(&limits, "true", &sample_input()).unwrap().outcome,
+            Outcome::Allow
+        );
+    }
+
+    #[test]
+    fn runaway_recursion_denies() {
+        assert!(assert_error(run("fn f(x) { f(x + 1) } f(0)")).contains("Stack overflow"));
+    }
+
+    #[test]
+    fn runaway_data_denies() {
+        for src in [
+            r#"let s = "x"; loop { s += s; }"#,
+            "let a = []; loop { a.push(1); }",
+            "let a = [1]; a.pad(1000000, 0); true",
+            // Rhai checks a map's size when it is next used, not on index assignment.
+            r#"let m = #{}; for i in 0..300 { m["k" + i] = i; } m.len() > 0"#,
+        ] {
+            let err = assert_error(run(src));
+            assert!(err.contains("too large"), "{src}: {err}");
+        }
+    }
+
+    #[test]
+    fn sleep_is_disabled() {
+        let start = Instant::now();
+        for src in [
+            "sleep(10); true",
+            "sleep(0.5); true",
+            r#"let f = Fn("sleep"); f.call(10); true"#,
+        ] {
+            assert!(assert_error(run(src)).contains("sleep"), "{src}");
+        }
+        assert!(start.elapsed() < Duration::from_millis(400), "{:?}", start.elapsed());
+    }
+
+    #[test]
+    fn import_and_eval_are_refused() {
+        let import = run_with(
+            &Limits::default(),
+            r#"import "/etc/passwd" as m; true"#,
+            &sample_input(),
+        );
+        match import {
+            Err(diag) => assert_eq!(diag.line, 1),
+            Ok(d) => {
+                assert_error(d);
+            }
+        }
+        let eval = run_with(&Limits::default(), r#"eval("true")"#, &sample_input());
+        assert!(eval.unwrap_err().message.contains("eval"));
+    }
+
+    #[test]
+    fn print_does_not_fail() {
+        assert_eq!(
+            run(r#"print("hello"); debug(claims.sub); true"#).outcome,
+            Outcome::Allow
+        );
+    }
+
+    #[test]
+    fn compile_errors_have_line_and_column() {
+        let sb = sandbox(&Limits::default());
+        let diag = sb.compile(Path::new("bad.rhai"), "true &&\nlet x = ;").unwrap_err();
+        assert_eq!((diag.line, diag.col), (2, 1), "{diag}");
+        assert!(diag.to_string().starts_with("bad.rhai:2:1: "), "{diag}");
+        // Strict variables: an unknown name is a compile error, not a runtime `()`.
+        let diag = sb.compile(Path::new("bad.rhai"), "\n  userz == 1").unwrap_err();
+        assert_eq!((diag.line, diag.col), (2, 3), "{diag}");
+        assert!(diag.message.contains("userz"), "{diag}");
+    }
+
+    #[test]
+    fn blank_sources_are_refused() {
+        let sb = sandbox(&Limits::default());
+        for src in ["", " \n", "// nothing\n", "/* a /* nested */ b */ // c"] {
+            assert!(sb.compile(Path::new("t.rhai"), src).is_err(), "{src:?}");
+        }
+        for src in ["true // x", "/* c */ false", "// c\ntrue"] {
+            assert!(sb.compile(Path::new("t.rhai"), src).is_ok(), "{src:?}");
+        }
+    }
+
+    #[test]
+    fn large_inputs_stay_readable_field_by_field() {
+        // Inputs are not size-checked on entry; only values the script builds or passes whole to
+        // a function are (e.g. `resource.data.len()` on this map would deny).
+        let mut big: serde_json::Map<String, serde_json::Value> =
+            (0..2000).map(|i| (format!("k{i}"), "x".into())).collect();
+        big.insert("title".into(), "hi".into());
+        big.insert("body".into(), "y".repeat(100_000).into());
+        let data = serde_json::Value::Object(big);
+        let mut input = sample_input();
+        input.resource.data = &data;
+        let src = r#"resource.data.title == "hi" && "body" in resource.data"#;
+        let d = run_with(&Limits::default(), src, &input).unwrap();
+        assert_eq!(d.outcome, Outcome::Allow, "{d:?}");
+    }
+}

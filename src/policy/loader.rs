@@ -1,0 +1,368 @@
+//! The policy directory: which files are policies, reloading them into an immutable
+//! [`PolicySet`] swapped atomically, and [`check`] for compiling without serving.
+//!
+//! A policy file is `<dir>/<name>.rhai` where `name` is a kind (`^[a-z][a-z0-9_-]{0,63}$`) or a
+//! system name (`_` then `[a-z0-9_-]`, e.g. `_users`). Everything else is ignored: other
+//! extensions, dotfiles (`.notes.rhai.swp`), editor scratch (`notes.rhai~`, `4913`) and
+//! subdirectories. Symlinks are followed (Kubernetes ConfigMaps mount files as symlinks).
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fs, io,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex, PoisonError},
+};
+
+use arc_swap::ArcSwap;
+use rhai::AST;
+use sha2::{Digest, Sha256};
+
+use super::{engine::Sandbox, Decision, Diagnostic, Input, Limits, PolicyStatus, ReloadReport};
+use crate::model::Kind;
+
+/// One compiled version of one policy file.
+#[derive(Debug)]
+struct Loaded {
+    file: PathBuf,
+    /// Bare file name, used to label diagnostics (`notes.rhai:3:5: ...`).
+    label: PathBuf,
+    hash: [u8; 32],
+    version: String,
+    loaded_at: Option<String>,
+    ast: AST,
+}
+
+/// A file whose current contents failed to compile or read.
+#[derive(Debug, Clone)]
+struct Failed {
+    file: PathBuf,
+    /// Hash of the failing contents, so an unchanged broken file is not recompiled (and
+    /// re-logged) on every rescan; `None` for read errors, which are retried.
+    hash: Option<[u8; 32]>,
+    diagnostic: Diagnostic,
+}
+
+/// One immutable, consistent set of compiled policies.
+///
+/// A caller that needs several decisions for one request (a listing: one `list` plus one `read`
+/// per item) takes one [`PolicyEngine::snapshot`] and asks it every time, so the whole request is
+/// decided by one version even if a reload happens meanwhile.
+#[derive(Debug)]
+pub struct PolicySet {
+    sandbox: Arc<Sandbox>,
+    loaded: BTreeMap<String, Arc<Loaded>>,
+    failed: BTreeMap<String, Failed>,
+}
+
+impl PolicySet {
+    /// Evaluates policy `name`: `None` when no version of it is loaded (the kind does not exist),
+    /// else a decision that fails closed.
+    pub fn evaluate(&self, name: &str, input: &Input) -> Option<Decision> {
+        let p = self.loaded.get(name)?;
+        Some(self.sandbox.evaluate(&p.ast, &p.label, &p.version, input))
+    }
+
+    /// Whether a version of policy `name` is loaded.
+    pub fn has(&self, name: &str) -> bool {
+        self.loaded.contains_key(name)
+    }
+
+    /// The loaded resource kinds (names not starting with `_`), sorted.
+    pub fn kinds(&self) -> Vec<String> {
+        self.loaded.keys().filter(|n| !n.starts_with('_')).cloned().collect()
+    }
+
+    /// The running version of policy `name`.
+    pub fn version(&self, name: &str) -> Option<&str> {
+        self.loaded.get(name).map(|p| p.version.as_str())
+    }
+
+    /// One entry per policy file seen (loaded or failed), sorted by name.
+    pub fn status(&self) -> Vec<PolicyStatus> {
+        let mut out: BTreeMap<&str, PolicyStatus> = BTreeMap::new();
+        for (name, p) in &self.loaded {
+            out.insert(
+                name,
+                PolicyStatus {
+                    name: name.clone(),
+                    file: p.file.clone(),
+                    version: Some(p.version.clone()),
+                    loaded_at: p.loaded_at.clone(),
+                    error: None,
+                },
+            );
+        }
+        for (name, f) in &self.failed {
+            let entry = out.entry(name).or_insert_with(|| PolicyStatus {
+                name: name.clone(),
+                file: f.file.clone(),
+                version: None,
+                loaded_at: None,
+                error: None,
+            });
+            entry.error = Some(f.diagnostic.to_string());
+        }
+        out.into_values().collect()
+    }
+}
+
+/// Owns the policy directory and the current [`PolicySet`]. `Send + Sync`; share it as
+/// `Arc<PolicyEngine>`.
+#[derive(Debug)]
+pub struct PolicyEngine {
+    dir: PathBuf,
+    sandbox: Arc<Sandbox>,
+    current: ArcSwap<PolicySet>,
+    /// Serializes reloads (watcher, periodic rescan, explicit calls) so none loses another's work.
+    reload_lock: Mutex<()>,
+}
+
+impl PolicyEngine {
+    /// An engine for `dir` with an empty set; call [`reload`](Self::reload) to load.
+    pub fn new(dir: impl Into<PathBuf>, limits: Limits) -> Self {
+        Self::with_setup(dir, limits, |_| {})
+    }
+
+    /// Like [`new`](Self::new), with a hook to register script helpers on the Rhai engine.
+    /// The sandbox settings are applied after `setup`, so it cannot loosen them.
+    pub fn with_setup(dir: impl Into<PathBuf>, limits: Limits, setup: impl FnOnce(&mut rhai::Engine)) -> Self {
+        let sandbox = Arc::new(Sandbox::new(&limits, setup));
+        let empty = PolicySet {
+            sandbox: Arc::clone(&sandbox),
+            loaded: BTreeMap::new(),
+            failed: BTreeMap::new(),
+        };
+        Self {
+            dir: dir.into(),
+            sandbox,
+            current: ArcSwap::from_pointee(empty),
+            reload_lock: Mutex::new(()),
+        }
+    }
+
+    /// The watched directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The current set; hold it for all decisions of one request.
+    pub fn snapshot(&self) -> Arc<PolicySet> {
+        self.current.load_full()
+    }
+
+    /// Evaluates policy `name` in the current set (see [`PolicySet::evaluate`]).
+    pub fn evaluate(&self, name: &str, input: &Input) -> Option<Decision> {
+        self.current.load().evaluate(name, input)
+    }
+
+    /// Whether a version of policy `name` is loaded.
+    pub fn has(&self, name: &str) -> bool {
+        self.current.load().has(name)
+    }
+
+    /// The loaded resource kinds (names not starting with `_`), sorted.
+    pub fn kinds(&self) -> Vec<String> {
+        self.current.load().kinds()
+    }
+
+    /// One entry per policy file seen (loaded or failed), sorted by name.
+    pub fn status(&self) -> Vec<PolicyStatus> {
+        self.current.load().status()
+    }
+
+    /// Rescans the directory and swaps in a new set: unchanged files keep their compiled version,
+    /// changed files are recompiled, a file that fails keeps its last good version (and the
+    /// error is reported), and vanished files are dropped.
+    pub fn reload(&self) -> ReloadReport {
+        let _serial = self.reload_lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let old = self.current.load_full();
+        let mut report = ReloadReport::default();
+        let files = match policy_files(&self.dir) {
+            Ok(files) => files,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => {
+                tracing::warn!(dir = %self.dir.display(), error = %e, "cannot read policy directory");
+                report.error = Some(format!("cannot read `{}`: {e}", self.dir.display()));
+                return report;
+            }
+        };
+        let mut loaded = BTreeMap::new();
+        let mut failed = BTreeMap::new();
+        for (name, file) in files {
+            let label = PathBuf::from(format!("{name}.rhai"));
+            let prev = old.loaded.get(&name);
+            let fail = |hash, line, col, message| Failed {
+                file: file.clone(),
+                hash,
+                diagnostic: Diagnostic {
+                    file: label.clone(),
+                    line,
+                    col,
+                    message,
+                },
+            };
+            let outcome = match fs::read(&file) {
+                // Vanished mid-scan: treat as removed.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => Err(fail(None, 0, 0, format!("cannot read: {e}"))),
+                Ok(bytes) => {
+                    let hash: [u8; 32] = Sha256::digest(&bytes).into();
+                    if let Some(p) = prev.filter(|p| p.hash == hash) {
+                        loaded.insert(name, Arc::clone(p));
+                        continue;
+                    }
+                    if let Some(f) = old.failed.get(&name).filter(|f| f.hash == Some(hash)) {
+                        failed.insert(name.clone(), f.clone());
+                        if let Some(p) = prev {
+                            loaded.insert(name, Arc::clone(p));
+                        }
+                        continue;
+                    }
+                    match String::from_utf8(bytes) {
+                        Err(_) => Err(fail(Some(hash), 0, 0, "not valid UTF-8".into())),
+                        Ok(src) => self
+                            .sandbox
+                            .compile(&label, &src)
+                            .map(|ast| (hash, ast))
+                            .map_err(|d| fail(Some(hash), d.line, d.col, d.message)),
+                    }
+                }
+            };
+            match outcome {
+                Ok((hash, ast)) => {
+                    let version = hex16(&hash);
+                    tracing::info!(policy = %name, %version, "policy loaded");
+                    let loaded_at = time::OffsetDateTime::now_utc()
+                        .format(&time::format_description::well_known::Rfc3339)
+                        .ok();
+                    let p = Loaded {
+                        file,
+                        label,
+                        hash,
+                        version,
+                        loaded_at,
+                        ast,
+                    };
+                    loaded.insert(name.clone(), Arc::new(p));
+                    report.loaded.push(name);
+                }
+                Err(f) => {
+                    tracing::warn!(
+                        dir = %self.dir.display(),
+                        kept = prev.map(|p| p.version.as_str()),
+                        "policy not loaded: {}", f.diagnostic
+                    );
+                    report.failed.push(f.diagnostic.clone());
+                    if let Some(p) = prev {
+                        loaded.insert(name.clone(), Arc::clone(p));
+                    }
+                    failed.insert(name, f);
+                }
+            }
+        }
+        let seen: BTreeSet<&String> = old.loaded.keys().chain(old.failed.keys()).collect();
+        report.removed = seen
+            .into_iter()
+            .filter(|n| !loaded.contains_key(*n) && !failed.contains_key(*n))
+            .cloned()
+            .collect();
+        for name in &report.removed {
+            tracing::info!(policy = %name, "policy removed");
+        }
+        let set = PolicySet {
+            sandbox: Arc::clone(&self.sandbox),
+            loaded,
+            failed,
+        };
+        self.current.store(Arc::new(set));
+        report
+    }
+}
+
+/// Compiles every policy under `path` (a file, or a directory of `*.rhai`) without serving.
+///
+/// Diagnostics name files as given (`policies/notes.rhai:3:5: message`). In a directory, a
+/// `*.rhai` file whose name is not a valid policy name is reported too, since the server would
+/// silently ignore it. An empty result means everything compiles.
+pub fn check(path: &Path, limits: &Limits) -> Vec<Diagnostic> {
+    let sandbox = Sandbox::new(limits, |_| {});
+    let io_diag = |file: &Path, e: io::Error| Diagnostic {
+        file: file.to_path_buf(),
+        line: 0,
+        col: 0,
+        message: e.to_string(),
+    };
+    let compile = |file: &Path| match fs::read_to_string(file) {
+        Ok(src) => sandbox.compile(file, &src).err(),
+        Err(e) => Some(io_diag(file, e)),
+    };
+    if !path.is_dir() {
+        return compile(path).into_iter().collect();
+    }
+    let entries = match fs::read_dir(path) {
+        Ok(entries) => entries,
+        Err(e) => return vec![io_diag(path, e)],
+    };
+    let mut names: Vec<String> = entries
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.ends_with(".rhai") && !n.starts_with('.'))
+        .collect();
+    names.sort();
+    let mut out = Vec::new();
+    for name in names {
+        let file = path.join(&name);
+        if !file.is_file() {
+            continue;
+        }
+        if policy_name(&name).is_none() {
+            out.push(Diagnostic {
+                file,
+                line: 0,
+                col: 0,
+                message: "not a valid policy name (kinds match ^[a-z][a-z0-9_-]{0,63}$, system \
+                          policies start with `_`); the server ignores this file"
+                    .into(),
+            });
+        } else {
+            out.extend(compile(&file));
+        }
+    }
+    out
+}
+
+/// The policy name of a file name, or `None` when the loader ignores the file.
+fn policy_name(file_name: &str) -> Option<&str> {
+    let stem = file_name.strip_suffix(".rhai")?;
+    let ok = match stem.strip_prefix('_') {
+        Some(rest) => {
+            !rest.is_empty()
+                && stem.len() <= 64
+                && rest
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+        }
+        None => Kind::parse(stem).is_ok(),
+    };
+    ok.then_some(stem)
+}
+
+/// `(name, path)` of every policy file in `dir` (regular files, symlinks followed).
+fn policy_files(dir: &Path) -> io::Result<Vec<(String, PathBuf)>> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let Ok(entry) = entry else { continue };
+        let Some(name) = entry.file_name().to_str().and_then(policy_name).map(str::to_owned) else {
+            continue;
+        };
+        let path = entry.path();
+        if path.is_file() {
+            out.push((name, path));
+        }
+    }
+    Ok(out)
+}
+
+/// The first 16 hex digits of a SHA-256: the policy `version`.
+fn hex16(hash: &[u8; 32]) -> String {
+    hash.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,115 @@
+//! Storage: users, documents and server metadata behind one interface, [`Store`].
+//!
+//! The API, auth and CLI code talk only to `Arc<dyn Store>`; [`SledStore`] is the embedded
+//! backend and the only place that names sled. A shared-database backend for multi-node
+//! deployments implements the same trait. Every write that returns `Ok` has been flushed to
+//! disk, so an acknowledged write survives `kill -9`.
+
+mod sled_store;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+pub use sled_store::SledStore;
+
+use crate::model::{DocId, Kind, Role, Username};
+
+/// A user as stored. The password hash never leaves the server.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct UserRecord {
+    /// Login name, also the `sub` of the user's tokens.
+    pub username: Username,
+    /// argon2id PHC string.
+    pub password_hash: String,
+    /// Roles, copied into the `roles` claim of tokens.
+    pub roles: Vec<Role>,
+    /// A disabled user cannot log in, and their tokens stop working.
+    pub disabled: bool,
+    /// RFC 3339 creation time.
+    pub created_at: String,
+    /// RFC 3339 time of the last change.
+    pub updated_at: String,
+    /// Tokens issued (`iat`) before this unix time are refused: set at creation so a user
+    /// re-created under an old name never inherits the old user's tokens.
+    #[serde(default)]
+    pub tokens_valid_after: i64,
+}
+
+impl std::fmt::Debug for UserRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserRecord")
+            .field("username", &self.username)
+            .field("roles", &self.roles)
+            .field("disabled", &self.disabled)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A document of the built-in document store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Document {
+    /// Time-ordered id, unique within its kind.
+    pub id: DocId,
+    /// The kind (policy file) it belongs to.
+    pub kind: Kind,
+    /// The `sub` of the creator.
+    pub owner: Username,
+    /// The document's JSON object.
+    pub data: serde_json::Map<String, serde_json::Value>,
+    /// RFC 3339 creation time.
+    pub created_at: String,
+    /// RFC 3339 time of the last change.
+    pub updated_at: String,
+}
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another process (a running server) holds the data directory.
+    #[error("the data directory `{0}` is in use by another gatehouse process (is the server running?); stop it first or use the HTTP API")]
+    Locked(String),
+    /// The record already exists, or changed since it was read.
+    #[error("conflict: the record already exists or was changed concurrently")]
+    Conflict,
+    /// A stored record could not be decoded.
+    #[error("stored record `{0}` is corrupt")]
+    Corrupt(String),
+    /// The backend failed.
+    #[error("storage error: {0}")]
+    Backend(String),
+}
+
+/// Everything gatehouse keeps. Implementations must be durable on `Ok` and safe to share
+/// between threads.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// One user, if present.
+    async fn get_user(&self, name: &Username) -> Result<Option<UserRecord>, StoreError>;
+    /// Users in name order, after the given name, at most `limit`.
+    async fn list_users(&self, after: Option<&Username>, limit: usize) -> Result<Vec<UserRecord>, StoreError>;
+    /// Whether any user exists.
+    async fn has_users(&self) -> Result<bool, StoreError>;
+    /// Adds a user; [`StoreError::Conflict`] when the name is taken.
+    async fn create_user(&self, user: &UserRecord) -> Result<(), StoreError>;
+    /// Replaces `old` by `new`; [`StoreError::Conflict`] when the stored record is no longer `old`.
+    async fn update_user(&self, old: &UserRecord, new: &UserRecord) -> Result<(), StoreError>;
+    /// Removes a user; `false` when there was none.
+    async fn delete_user(&self, name: &Username) -> Result<bool, StoreError>;
+
+    /// One document, if present.
+    async fn get_doc(&self, kind: &Kind, id: &DocId) -> Result<Option<Document>, StoreError>;
+    /// Documents of a kind in id (creation) order, after the given id, at most `limit`.
+    async fn list_docs(&self, kind: &Kind, after: Option<&DocId>, limit: usize) -> Result<Vec<Document>, StoreError>;
+    /// Adds a document; [`StoreError::Conflict`] when the id is taken.
+    async fn insert_doc(&self, doc: &Document) -> Result<(), StoreError>;
+    /// Replaces `old` by `new`; [`StoreError::Conflict`] when the stored document is no longer `old`.
+    async fn update_doc(&self, old: &Document, new: &Document) -> Result<(), StoreError>;
+    /// Removes `old`; [`StoreError::Conflict`] when it changed since it was read, `false` when gone.
+    async fn delete_doc(&self, old: &Document) -> Result<bool, StoreError>;
+
+    /// A server metadata value (e.g. the generated signing key).
+    async fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Stores `value` under `key` unless a value is there; returns the value in force.
+    async fn init_meta(&self, key: &str, value: &[u8]) -> Result<Vec<u8>, StoreError>;
+    /// Writes everything to disk.
+    async fn flush(&self) -> Result<(), StoreError>;
+}

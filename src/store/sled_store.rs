@@ -1,0 +1,279 @@
+//! The embedded sled backend of [`Store`](super::Store).
+//!
+//! Trees: `users` (key: user name), `docs` (key: `kind 0x00 id`), `meta`. Values are JSON.
+//! sled allows one open handle per directory, even within one process, so the handle is opened
+//! once and shared; a second process gets [`StoreError::Locked`].
+
+use std::{
+    ops::Bound,
+    path::{Path, PathBuf},
+};
+
+use async_trait::async_trait;
+use serde::{de::DeserializeOwned, Serialize};
+
+use super::{Document, Store, StoreError, UserRecord};
+use crate::model::{DocId, Kind, Username};
+
+/// sled-backed store; cheap to clone (the handles are reference-counted).
+#[derive(Clone, Debug)]
+pub struct SledStore {
+    db: sled::Db,
+    users: sled::Tree,
+    docs: sled::Tree,
+    meta: sled::Tree,
+}
+
+fn backend(e: sled::Error) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(v).map_err(|e| StoreError::Backend(e.to_string()))
+}
+
+fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|_| StoreError::Corrupt(String::from_utf8_lossy(key).into_owned()))
+}
+
+fn doc_key(kind: &Kind, id: &DocId) -> Vec<u8> {
+    let mut key = Vec::with_capacity(kind.as_str().len() + id.as_str().len() + 1);
+    key.extend_from_slice(kind.as_str().as_bytes());
+    key.push(0);
+    key.extend_from_slice(id.as_str().as_bytes());
+    key
+}
+
+impl SledStore {
+    /// Opens (creating if needed) the database in `<data_dir>/db`.
+    pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(data_dir)
+            .map_err(|e| StoreError::Backend(format!("cannot create data directory `{}`: {e}", data_dir.display())))?;
+        let path: PathBuf = data_dir.join("db");
+        let db = sled::Config::new().path(&path).open().map_err(|e| match &e {
+            sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") => {
+                StoreError::Locked(data_dir.display().to_string())
+            }
+            _ => StoreError::Backend(format!("cannot open database `{}`: {e}", path.display())),
+        })?;
+        let users = db.open_tree("users").map_err(backend)?;
+        let docs = db.open_tree("docs").map_err(backend)?;
+        let meta = db.open_tree("meta").map_err(backend)?;
+        Ok(Self { db, users, docs, meta })
+    }
+
+    async fn durable(&self) -> Result<(), StoreError> {
+        self.db.flush_async().await.map(|_| ()).map_err(backend)
+    }
+
+    /// Compare-and-swap `old` for `new` (either may be absent) and flush.
+    async fn cas(
+        &self,
+        tree: &sled::Tree,
+        key: &[u8],
+        old: Option<Vec<u8>>,
+        new: Option<Vec<u8>>,
+    ) -> Result<(), StoreError> {
+        match tree.compare_and_swap(key, old, new).map_err(backend)? {
+            Ok(()) => self.durable().await,
+            Err(_) => Err(StoreError::Conflict),
+        }
+    }
+}
+
+#[async_trait]
+impl Store for SledStore {
+    async fn get_user(&self, name: &Username) -> Result<Option<UserRecord>, StoreError> {
+        let key = name.as_str().as_bytes();
+        self.users
+            .get(key)
+            .map_err(backend)?
+            .map(|v| decode(key, &v))
+            .transpose()
+    }
+
+    async fn list_users(&self, after: Option<&Username>, limit: usize) -> Result<Vec<UserRecord>, StoreError> {
+        let start = match after {
+            Some(a) => Bound::Excluded(a.as_str().as_bytes().to_vec()),
+            None => Bound::Unbounded,
+        };
+        let mut out = Vec::new();
+        for item in self.users.range((start, Bound::Unbounded)).take(limit) {
+            let (k, v) = item.map_err(backend)?;
+            out.push(decode(&k, &v)?);
+        }
+        Ok(out)
+    }
+
+    async fn has_users(&self) -> Result<bool, StoreError> {
+        Ok(self.users.first().map_err(backend)?.is_some())
+    }
+
+    async fn create_user(&self, user: &UserRecord) -> Result<(), StoreError> {
+        let bytes = encode(user)?;
+        self.cas(&self.users, user.username.as_str().as_bytes(), None, Some(bytes))
+            .await
+    }
+
+    async fn update_user(&self, old: &UserRecord, new: &UserRecord) -> Result<(), StoreError> {
+        let key = old.username.as_str().as_bytes();
+        let current = self.users.get(key).map_err(backend)?.ok_or(StoreError::Conflict)?;
+        let stored: UserRecord = decode(key, &current)?;
+        if encode(&stored)? != encode(old)? {
+            return Err(StoreError::Conflict);
+        }
+        self.cas(&self.users, key, Some(current.to_vec()), Some(encode(new)?))
+            .await
+    }
+
+    async fn delete_user(&self, name: &Username) -> Result<bool, StoreError> {
+        let removed = self.users.remove(name.as_str().as_bytes()).map_err(backend)?.is_some();
+        self.durable().await?;
+        Ok(removed)
+    }
+
+    async fn get_doc(&self, kind: &Kind, id: &DocId) -> Result<Option<Document>, StoreError> {
+        let key = doc_key(kind, id);
+        self.docs
+            .get(&key)
+            .map_err(backend)?
+            .map(|v| decode(&key, &v))
+            .transpose()
+    }
+
+    async fn list_docs(&self, kind: &Kind, after: Option<&DocId>, limit: usize) -> Result<Vec<Document>, StoreError> {
+        let mut prefix = kind.as_str().as_bytes().to_vec();
+        prefix.push(0);
+        let start = match after {
+            Some(id) => Bound::Excluded(doc_key(kind, id)),
+            None => Bound::Included(prefix.clone()),
+        };
+        let mut out = Vec::new();
+        for item in self.docs.range((start, Bound::Unbounded)).take(limit) {
+            let (k, v) = item.map_err(backend)?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            out.push(decode(&k, &v)?);
+        }
+        Ok(out)
+    }
+
+    async fn insert_doc(&self, doc: &Document) -> Result<(), StoreError> {
+        self.cas(&self.docs, &doc_key(&doc.kind, &doc.id), None, Some(encode(doc)?))
+            .await
+    }
+
+    async fn update_doc(&self, old: &Document, new: &Document) -> Result<(), StoreError> {
+        let key = doc_key(&old.kind, &old.id);
+        let current = self.docs.get(&key).map_err(backend)?.ok_or(StoreError::Conflict)?;
+        if decode::<Document>(&key, &current)? != *old {
+            return Err(StoreError::Conflict);
+        }
+        self.cas(&self.docs, &key, Some(current.to_vec()), Some(encode(new)?))
+            .await
+    }
+
+    async fn delete_doc(&self, old: &Document) -> Result<bool, StoreError> {
+        let key = doc_key(&old.kind, &old.id);
+        let Some(current) = self.docs.get(&key).map_err(backend)? else {
+            return Ok(false);
+        };
+        if decode::<Document>(&key, &current)? != *old {
+            return Err(StoreError::Conflict);
+        }
+        self.cas(&self.docs, &key, Some(current.to_vec()), None).await?;
+        Ok(true)
+    }
+
+    async fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.meta.get(key.as_bytes()).map_err(backend)?.map(|v| v.to_vec()))
+    }
+
+    async fn init_meta(&self, key: &str, value: &[u8]) -> Result<Vec<u8>, StoreError> {
+        match self
+            .meta
+            .compare_and_swap(key.as_bytes(), None as Option<&[u8]>, Some(value))
+            .map_err(backend)?
+        {
+            Ok(()) => {
+                self.durable().await?;
+                Ok(value.to_vec())
+            }
+            Err(existing) => Ok(existing.current.map(|v| v.to_vec()).unwrap_or_default()),
+        }
+    }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        self.durable().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc(kind: &str, id: &str) -> Document {
+        Document {
+            id: DocId::parse(id).unwrap(),
+            kind: Kind::parse(kind).unwrap(),
+            owner: Username::parse("ann").unwrap(),
+            data: serde_json::Map::new(),
+            created_at: "t".into(),
+            updated_at: "t".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn second_open_is_locked() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = SledStore::open(dir.path()).unwrap();
+        assert!(matches!(SledStore::open(dir.path()), Err(StoreError::Locked(_))));
+    }
+
+    #[tokio::test]
+    async fn listing_stays_within_a_kind_and_pages() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        for id in ["a1", "a2", "a3"] {
+            s.insert_doc(&doc("notes", id)).await.unwrap();
+        }
+        s.insert_doc(&doc("notes-x", "b1")).await.unwrap();
+        s.insert_doc(&doc("note", "c1")).await.unwrap();
+        let kind = Kind::parse("notes").unwrap();
+        let all = s.list_docs(&kind, None, 10).await.unwrap();
+        assert_eq!(
+            all.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(),
+            ["a1", "a2", "a3"]
+        );
+        let after = DocId::parse("a1").unwrap();
+        let page = s.list_docs(&kind, Some(&after), 1).await.unwrap();
+        assert_eq!(page[0].id.as_str(), "a2");
+        assert!(matches!(
+            s.insert_doc(&doc("notes", "a1")).await,
+            Err(StoreError::Conflict)
+        ));
+    }
+
+    #[tokio::test]
+    async fn stale_update_conflicts() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        let d = doc("notes", "a1");
+        s.insert_doc(&d).await.unwrap();
+        let mut newer = d.clone();
+        newer.updated_at = "u".into();
+        s.update_doc(&d, &newer).await.unwrap();
+        assert!(matches!(s.update_doc(&d, &newer).await, Err(StoreError::Conflict)));
+        assert!(matches!(s.delete_doc(&d).await, Err(StoreError::Conflict)));
+        assert!(s.delete_doc(&newer).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn init_meta_keeps_the_first_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        assert_eq!(s.init_meta("k", b"one").await.unwrap(), b"one");
+        assert_eq!(s.init_meta("k", b"two").await.unwrap(), b"one");
+    }
+}
