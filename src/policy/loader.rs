@@ -366,3 +366,253 @@ fn policy_files(dir: &Path) -> io::Result<Vec<(String, PathBuf)>> {
 fn hex16(hash: &[u8; 32]) -> String {
     hash.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        sync::atomic::{AtomicBool, Ordering},
+        thread,
+        time::{Duration, Instant},
+    };
+
+    use super::*;
+    use crate::policy::{sample_input, Outcome};
+
+    const ALLOW_A: &str = "// version A\ntrue\n";
+    const DENY_B: &str = "// version B\n#{allow: false, reason: \"B\"}\n";
+
+    fn setup() -> (tempfile::TempDir, PolicyEngine) {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = PolicyEngine::new(dir.path(), Limits::default());
+        (dir, engine)
+    }
+
+    fn write(dir: &Path, file: &str, src: &str) {
+        fs::write(dir.join(file), src).unwrap();
+    }
+
+    /// Writes a temp file and renames it over the target, as editors do.
+    fn write_atomic(dir: &Path, file: &str, src: &str) {
+        let tmp = dir.join(format!(".{file}.swp"));
+        fs::write(&tmp, src).unwrap();
+        fs::rename(tmp, dir.join(file)).unwrap();
+    }
+
+    fn decide(engine: &PolicyEngine, name: &str) -> Option<Decision> {
+        engine.evaluate(name, &sample_input())
+    }
+
+    #[test]
+    fn engine_and_sets_are_shareable() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<PolicyEngine>();
+        send_sync::<Arc<PolicySet>>();
+    }
+
+    #[test]
+    fn policy_names() {
+        for ok in ["notes.rhai", "a-b_c9.rhai", "_users.rhai", "_policies.rhai"] {
+            assert!(policy_name(ok).is_some(), "{ok}");
+        }
+        for ignored in [
+            ".notes.rhai.swp",
+            ".notes.rhai",
+            "notes.rhai~",
+            "notes.rhai.tmp",
+            "notes.tmp",
+            "4913",
+            "notes.txt",
+            "Notes.rhai",
+            "_.rhai",
+            "_Users.rhai",
+            "9x.rhai",
+            ".rhai",
+        ] {
+            assert!(policy_name(ignored).is_none(), "{ignored}");
+        }
+    }
+
+    #[test]
+    fn reload_lifecycle() {
+        let (dir, engine) = setup();
+        let d = dir.path();
+        assert_eq!(engine.reload(), ReloadReport::default());
+        assert!(decide(&engine, "notes").is_none());
+
+        write(d, "notes.rhai", ALLOW_A);
+        write(d, "_users.rhai", "false");
+        for (file, src) in [
+            (".notes.rhai.swp", "x"),
+            ("notes.rhai~", "x"),
+            ("4913", ""),
+            ("Bad.rhai", "x"),
+        ] {
+            write(d, file, src);
+        }
+        fs::create_dir(d.join("sub.rhai")).unwrap();
+        let report = engine.reload();
+        assert_eq!(report.loaded, ["_users", "notes"]);
+        assert!(report.failed.is_empty() && report.removed.is_empty());
+        assert_eq!(engine.kinds(), ["notes"]);
+        assert!(engine.has("_users") && !engine.has("Bad"));
+        let a = decide(&engine, "notes").unwrap();
+        assert_eq!(a.outcome, Outcome::Allow);
+        assert_eq!(a.policy_version.len(), 16);
+
+        // Unchanged files are not recompiled.
+        assert!(engine.reload().is_empty());
+
+        // Edit: new version.
+        write(d, "notes.rhai", DENY_B);
+        assert_eq!(engine.reload().loaded, ["notes"]);
+        let b = decide(&engine, "notes").unwrap();
+        assert_eq!((b.outcome, b.reason.as_deref()), (Outcome::Deny, Some("B")));
+        assert_ne!(a.policy_version, b.policy_version);
+
+        // Broken edit: the last good version keeps running; status shows the error.
+        write(d, "notes.rhai", "true &&\n  let x = ;");
+        let report = engine.reload();
+        assert_eq!(report.failed.len(), 1);
+        assert!(
+            report.failed[0].to_string().starts_with("notes.rhai:2:"),
+            "{:?}",
+            report.failed
+        );
+        assert_eq!(decide(&engine, "notes").unwrap().policy_version, b.policy_version);
+        let status = engine.status();
+        let notes = status.iter().find(|s| s.name == "notes").unwrap();
+        assert_eq!(notes.version.as_deref(), Some(b.policy_version.as_str()));
+        assert!(
+            notes.error.as_deref().unwrap().starts_with("notes.rhai:2:"),
+            "{notes:?}"
+        );
+        assert!(notes.loaded_at.is_some());
+        assert!(engine.reload().is_empty(), "an unchanged broken file is not recompiled");
+
+        // A broken file with no good version is not a kind, but shows in status.
+        write(d, "todo.rhai", "(((");
+        engine.reload();
+        assert!(!engine.has("todo") && decide(&engine, "todo").is_none());
+        let todo = engine.status().into_iter().find(|s| s.name == "todo").unwrap();
+        assert_eq!((todo.version, todo.loaded_at), (None, None));
+        assert!(todo.error.unwrap().starts_with("todo.rhai:1:"));
+
+        // Fixing the file clears the error.
+        write_atomic(d, "notes.rhai", ALLOW_A);
+        engine.reload();
+        assert_eq!(decide(&engine, "notes").unwrap().policy_version, a.policy_version);
+        let names: Vec<_> = engine
+            .status()
+            .into_iter()
+            .map(|s| (s.name, s.error.is_some()))
+            .collect();
+        assert_eq!(
+            names,
+            [("_users".into(), false), ("notes".into(), false), ("todo".into(), true)]
+        );
+
+        // Delete: the kind and its errors are gone.
+        fs::remove_file(d.join("notes.rhai")).unwrap();
+        fs::remove_file(d.join("todo.rhai")).unwrap();
+        assert_eq!(engine.reload().removed, ["notes", "todo"]);
+        assert!(decide(&engine, "notes").is_none());
+        assert_eq!(engine.status().len(), 1);
+    }
+
+    #[test]
+    fn snapshot_keeps_one_version() {
+        let (dir, engine) = setup();
+        write(dir.path(), "notes.rhai", ALLOW_A);
+        engine.reload();
+        let snap = engine.snapshot();
+        write(dir.path(), "notes.rhai", DENY_B);
+        fs::remove_file(dir.path().join("notes.rhai")).unwrap();
+        engine.reload();
+        assert!(!engine.has("notes"));
+        assert_eq!(snap.evaluate("notes", &sample_input()).unwrap().outcome, Outcome::Allow);
+    }
+
+    #[test]
+    fn missing_directory_is_empty() {
+        let engine = PolicyEngine::new("/nonexistent/gatehouse-policies", Limits::default());
+        assert_eq!(engine.reload(), ReloadReport::default());
+        assert!(engine.kinds().is_empty());
+    }
+
+    /// Readers racing a writer that rewrites the file (in place, in two chunks, and by rename)
+    /// while two threads reload: every decision comes from one whole version, never None, never
+    /// Error. Torn reads (empty or half-written files) fail to compile and keep the last version.
+    #[test]
+    fn concurrent_reloads_are_consistent() {
+        let (dir, engine) = setup();
+        let d = dir.path().to_path_buf();
+        write(&d, "notes.rhai", ALLOW_A);
+        engine.reload();
+        let engine = Arc::new(engine);
+        let stop = Arc::new(AtomicBool::new(false));
+        let spawn = |f: fn(&PolicyEngine, &mut [usize; 2])| {
+            let (engine, stop) = (Arc::clone(&engine), Arc::clone(&stop));
+            thread::spawn(move || {
+                let mut seen = [0usize; 2];
+                while !stop.load(Ordering::Relaxed) {
+                    f(&engine, &mut seen);
+                }
+                seen
+            })
+        };
+        let reader = |engine: &PolicyEngine, seen: &mut [usize; 2]| {
+            let d = decide(engine, "notes").expect("never None");
+            match (d.outcome, d.reason.as_deref()) {
+                (Outcome::Allow, None) => seen[0] += 1,
+                (Outcome::Deny, Some("B")) => seen[1] += 1,
+                other => panic!("torn or failed decision: {other:?} {d:?}"),
+            }
+        };
+        let reloader = |engine: &PolicyEngine, seen: &mut [usize; 2]| {
+            seen[usize::from(engine.reload().failed.is_empty())] += 1;
+        };
+        let threads = [spawn(reader), spawn(reader), spawn(reloader)];
+        let deadline = Instant::now() + Duration::from_millis(1500);
+        let mut writes = 0;
+        while Instant::now() < deadline {
+            let src = if writes % 2 == 0 { DENY_B } else { ALLOW_A };
+            if writes % 4 < 2 {
+                let mut f = fs::File::create(d.join("notes.rhai")).unwrap();
+                let (head, tail) = src.split_at(src.len() / 2);
+                io::Write::write_all(&mut f, head.as_bytes()).unwrap();
+                thread::yield_now();
+                io::Write::write_all(&mut f, tail.as_bytes()).unwrap();
+            } else {
+                write_atomic(&d, "notes.rhai", src);
+            }
+            engine.reload();
+            writes += 1;
+        }
+        stop.store(true, Ordering::Relaxed);
+        let [a, b, reloads] = threads.map(|t| t.join().unwrap());
+        assert!(writes > 10 && a[0] > 0 && a[1] + b[1] > 0, "{writes} {a:?} {b:?}");
+        assert!(reloads[1] > 0, "{reloads:?}");
+    }
+
+    #[test]
+    fn check_reports_file_line_col() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        write(d, "good.rhai", "true");
+        write(d, "bad.rhai", "let x = ;\n");
+        write(d, "Wrong.rhai", "true");
+        write(d, ".hidden.rhai", "(((");
+        write(d, "notes.txt", "(((");
+        let limits = Limits::default();
+        let diags = check(d, &limits);
+        let shown: Vec<String> = diags.iter().map(ToString::to_string).collect();
+        assert_eq!(shown.len(), 2, "{shown:?}");
+        assert!(shown[0].starts_with(&format!("{}:", d.join("Wrong.rhai").display())));
+        let bad = d.join("bad.rhai");
+        assert!(shown[1].starts_with(&format!("{}:1:9: ", bad.display())), "{shown:?}");
+        assert_eq!(check(&bad, &limits), diags[1..]);
+        assert!(check(&d.join("good.rhai"), &limits).is_empty());
+        let missing = check(&d.join("missing.rhai"), &limits);
+        assert_eq!((missing.len(), missing[0].line), (1, 0));
+    }
+}

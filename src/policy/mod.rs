@@ -1,16 +1,24 @@
 //! Access policies: per-kind Rhai scripts, compiled once per file version, evaluated in a
 //! sandbox, and hot-reloaded from a watched directory.
 //!
-//! - [`engine`] owns the hardened Rhai engine: limits, the wall-clock deadline, how input becomes
+//! - `engine` owns the hardened Rhai engine: limits, the wall-clock deadline, how input becomes
 //!   script variables and how a script's value becomes a [`Decision`].
-//! - [`loader`] owns the policy directory: which files are policies, [`PolicyEngine::reload`]
+//! - `loader` owns the policy directory: which files are policies, [`PolicyEngine::reload`]
 //!   (rescan, hash, compile, keep the last good version, swap one immutable [`PolicySet`]) and
 //!   [`check`] for `gatehouse policy check`.
-//! - [`watcher`] turns file-system events into debounced reloads ([`watch`]).
+//! - `watcher` turns file-system events into debounced reloads ([`watch`]).
 //!
 //! This module knows nothing of HTTP, storage or tokens: claims arrive as plain JSON, decisions
 //! leave as plain data, and every failure denies (fails closed). Diagnostics with file and line are
 //! for logs and operators only; callers must never send [`Decision::error`] to clients.
+//!
+//! # Script interface
+//! A policy sees the constants `claims` (map), `action` (string), `resource` (map: `kind`, `id`,
+//! `owner`, `data`, `old`, plus any extra entries; absent values are `()`) and `request` (map:
+//! `method`, `path`, `time`). It returns `true`, `false` or `#{allow: bool, reason: string}`
+//! (`reason` optional). Anything else, a runtime error, a misspelt property or an exceeded
+//! [`Limits`] entry denies with [`Outcome::Error`]. An empty (or comment-only) file does not
+//! compile, so a save caught between truncate and write keeps the last good version.
 
 mod engine;
 mod loader;
@@ -26,6 +34,10 @@ pub use loader::{check, PolicyEngine, PolicySet};
 pub use watcher::{watch, WatchGuard};
 
 /// Resource limits for one policy evaluation. Exceeding any of them denies with [`Outcome::Error`].
+///
+/// The size limits apply to values a script builds or passes whole to a function. Inputs are not
+/// checked on entry: `resource.data.title` works on any document, but `resource.data.len()` on a
+/// document bigger than the limits denies.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
     /// Maximum Rhai operations per evaluation (bounds CPU, not memory).

@@ -108,3 +108,100 @@ async fn reload_loop(engine: Arc<PolicyEngine>, mut rx: mpsc::Receiver<()>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{fs, path::Path, time::Instant};
+
+    use super::*;
+    use crate::policy::{sample_input, Limits, Outcome};
+
+    /// Polls `cond` until it holds and returns how long that took; fails after 3 s.
+    async fn wait_for(what: &str, cond: impl Fn() -> bool) -> Duration {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(3) {
+            if cond() {
+                return start.elapsed();
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("timed out waiting for {what}");
+    }
+
+    fn reason(engine: &PolicyEngine, name: &str) -> Option<Option<String>> {
+        engine.evaluate(name, &sample_input()).map(|d| d.reason)
+    }
+
+    fn write_atomic(dir: &Path, file: &str, src: &str) {
+        let tmp = dir.join(format!("{file}.tmp"));
+        fs::write(&tmp, src).unwrap();
+        fs::rename(tmp, dir.join(file)).unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn picks_up_changes_within_a_second() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let engine = Arc::new(PolicyEngine::new(d, Limits::default()));
+        let guard = watch(Arc::clone(&engine), false).unwrap();
+        let within_1s = |t: Duration| assert!(t < Duration::from_secs(1), "took {t:?}");
+        let with = |r: &str| Some(Some(r.to_owned()));
+
+        fs::write(d.join("notes.rhai"), r#"#{allow: true, reason: "A"}"#).unwrap();
+        within_1s(wait_for("create", || reason(&engine, "notes") == with("A")).await);
+
+        fs::write(d.join("notes.rhai"), r#"#{allow: false, reason: "B"}"#).unwrap();
+        within_1s(wait_for("in-place edit", || reason(&engine, "notes") == with("B")).await);
+
+        write_atomic(d, "notes.rhai", r#"#{allow: true, reason: "C"}"#);
+        within_1s(wait_for("atomic save", || reason(&engine, "notes") == with("C")).await);
+
+        // vim: rename to backup, write a new file, delete the backup.
+        fs::rename(d.join("notes.rhai"), d.join("notes.rhai~")).unwrap();
+        fs::write(d.join("notes.rhai"), r#"#{allow: true, reason: "D"}"#).unwrap();
+        fs::remove_file(d.join("notes.rhai~")).unwrap();
+        within_1s(wait_for("vim save", || reason(&engine, "notes") == with("D")).await);
+
+        write_atomic(d, "notes.rhai", "true &&\n  (");
+        let broken = || {
+            let s = engine.status();
+            s.len() == 1 && s[0].error.as_deref().is_some_and(|e| e.starts_with("notes.rhai:2:"))
+        };
+        within_1s(wait_for("broken save reported", broken).await);
+        assert_eq!(reason(&engine, "notes"), with("D"), "last good version keeps running");
+
+        fs::rename(d.join("notes.rhai"), d.join("todo.rhai")).unwrap();
+        within_1s(wait_for("rename", || !engine.has("notes") && engine.status()[0].name == "todo").await);
+
+        fs::remove_file(d.join("todo.rhai")).unwrap();
+        within_1s(wait_for("delete", || engine.status().is_empty()).await);
+
+        drop(guard);
+        fs::write(d.join("late.rhai"), "true").unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!engine.has("late"), "dropping the guard stops watching");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn poll_watcher_picks_up_atomic_saves() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Arc::new(PolicyEngine::new(dir.path(), Limits::default()));
+        let _guard = watch(Arc::clone(&engine), true).unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        write_atomic(dir.path(), "notes.rhai", "false");
+        let took = wait_for("poll", || {
+            engine.evaluate("notes", &sample_input()).map(|d| d.outcome) == Some(Outcome::Deny)
+        })
+        .await;
+        assert!(took < Duration::from_millis(2500), "took {took:?}");
+    }
+
+    #[test]
+    fn needs_a_runtime_and_a_directory() {
+        let engine = Arc::new(PolicyEngine::new("/nonexistent/gatehouse", Limits::default()));
+        assert!(matches!(watch(Arc::clone(&engine), false), Err(PolicyError::NoRuntime)));
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let err = rt.block_on(async { watch(engine, false) }).unwrap_err();
+        assert!(matches!(err, PolicyError::Watch { .. }), "{err}");
+    }
+}

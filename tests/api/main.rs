@@ -1,0 +1,7 @@
+//! Black-box tests: each starts the real `gatehouse` binary on a free port with a temporary
+//! data directory and policy directory, and talks HTTP to it. One test binary (see
+//! `Cargo.toml`'s `[[test]]`), files by feature.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[allow(dead_code)]
+mod helpers;
