@@ -130,13 +130,7 @@ async fn limit_body<E: Endpoint>(ep: Arc<E>, mut req: Request, max: usize) -> po
     let is_token = req.uri().path() == "/token";
     let refuse = move || -> Response {
         if is_token {
-            token::TokenResponse::error(
-                "invalid_request",
-                format!("the request body is larger than the limit of {max} bytes"),
-            )
-            .into_response()
-            .with_status(poem::http::StatusCode::PAYLOAD_TOO_LARGE)
-            .into_response()
+            token::TokenResponse::too_large(max).into_response()
         } else {
             ApiError::payload_too_large(max).into_response()
         }

@@ -178,7 +178,10 @@ pub async fn catch_all(err: poem::Error) -> Response {
         return ApiError::missing_token().into_response();
     }
     let status = err.status();
-    let detail = err.to_string();
+    let mut detail = err.to_string();
+    if detail.contains("Expected input type \"map_any\"") {
+        detail = "the request body must be a JSON object".to_owned();
+    }
     let api_error = match status {
         StatusCode::UNAUTHORIZED => ApiError::missing_token(),
         StatusCode::NOT_FOUND => ApiError::not_found("no such endpoint"),

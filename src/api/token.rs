@@ -86,6 +86,9 @@ pub enum TokenResponse {
     /// or the grant type is not `password` (`unsupported_grant_type`).
     #[oai(status = 400)]
     BadRequest(Json<OAuthError>, #[oai(header = "Cache-Control")] String),
+    /// The request body is larger than `max_body_bytes` (`invalid_request`).
+    #[oai(status = 413)]
+    PayloadTooLarge(Json<OAuthError>, #[oai(header = "Cache-Control")] String),
     /// The server failed; the log has the details.
     #[oai(status = 500)]
     Internal(Json<OAuthError>, #[oai(header = "Cache-Control")] String),
@@ -100,6 +103,17 @@ impl TokenResponse {
             Json(OAuthError {
                 error: code.into(),
                 error_description: description.into(),
+            }),
+            NO_STORE.into(),
+        )
+    }
+
+    /// A 413 for a body over the limit.
+    pub fn too_large(limit: usize) -> Self {
+        Self::PayloadTooLarge(
+            Json(OAuthError {
+                error: "invalid_request".into(),
+                error_description: format!("the request body is larger than the limit of {limit} bytes"),
             }),
             NO_STORE.into(),
         )
