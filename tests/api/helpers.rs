@@ -369,3 +369,105 @@ pub fn now() -> i64 {
         .unwrap()
         .as_secs() as i64
 }
+
+// ---- Added for policies.rs, hot_reload.rs, durability.rs, cli.rs, traps.rs ----
+
+impl TestServer {
+    /// As [`TestServer::req`], but a transport failure (refused, reset, timeout) is returned as
+    /// `Err` instead of panicking, so that threads can count them.
+    pub fn try_req(&self, method: &str, path: &str, token: Option<&str>) -> Result<Resp, String> {
+        let mut r = self.agent.request(method, &self.url(path));
+        if let Some(t) = token {
+            r = r.set("Authorization", &format!("Bearer {t}"));
+        }
+        let resp = match r.call() {
+            Ok(resp) => resp,
+            Err(ureq::Error::Status(_, resp)) => resp,
+            Err(e) => return Err(format!("{method} {path}: {e}")),
+        };
+        let status = resp.status();
+        let headers = resp
+            .headers_names()
+            .into_iter()
+            .filter_map(|n| resp.header(&n).map(|v| (n.clone(), v.to_owned())))
+            .collect();
+        let body = resp.into_string().map_err(|e| format!("{method} {path}: body: {e}"))?;
+        Ok(Resp { status, headers, body })
+    }
+}
+
+/// A temporary policy directory holding copies of the shipped policies plus `extra`
+/// (`(name, source)` written as `<name>.rhai`). Pass its path to [`TestServer::start_with`].
+pub fn policy_dir_with(extra: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(shipped_policies()).unwrap() {
+        let entry = entry.unwrap();
+        if entry.path().extension().is_some_and(|e| e == "rhai") {
+            std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
+        }
+    }
+    for (name, src) in extra {
+        std::fs::write(dir.path().join(format!("{name}.rhai")), src).unwrap();
+    }
+    dir
+}
+
+/// Runs the binary like [`cli`], but kills it after `timeout`; `None` when it had to be killed.
+/// Only the given env is set (no `GATEHOUSE_*` leaks in from the test's environment).
+pub fn cli_timeout(
+    env: &[(&str, &str)],
+    args: &[&str],
+    stdin: Option<&str>,
+    cwd: &Path,
+    timeout: Duration,
+) -> Option<std::process::Output> {
+    use std::io::{Read, Write};
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .current_dir(cwd)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("GATEHOUSE_") {
+            cmd.env_remove(k);
+        }
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    if let Some(mut pipe) = child.stdin.take() {
+        if let Some(input) = stdin {
+            // The program may exit (e.g. refuse) before reading: a broken pipe is not our error.
+            let _ = pipe.write_all(input.as_bytes());
+        }
+    }
+    let mut out_pipe = child.stdout.take().unwrap();
+    let mut err_pipe = child.stderr.take().unwrap();
+    let out_reader = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = out_pipe.read_to_end(&mut v);
+        v
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = err_pipe.read_to_end(&mut v);
+        v
+    });
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stdout = out_reader.join().unwrap();
+    let stderr = err_reader.join().unwrap();
+    status.map(|status| std::process::Output { status, stdout, stderr })
+}

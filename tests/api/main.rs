@@ -3,5 +3,14 @@
 //! `Cargo.toml`'s `[[test]]`), files by feature.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod cli;
+mod durability;
 #[allow(dead_code)]
 mod helpers;
+mod hot_reload;
+mod openapi;
+mod policies;
+mod resources;
+mod token;
+mod traps;
+mod users;
