@@ -127,7 +127,7 @@ async fn limit_body<E: Endpoint>(ep: Arc<E>, mut req: Request, max: usize) -> po
         return ep.call(req).await.map(IntoResponse::into_response);
     }
     let declared = req.header("content-length").and_then(|v| v.parse::<u64>().ok());
-    let is_token = req.uri().path() == "/token";
+    let is_token = req.uri().path().starts_with("/token");
     let refuse = move || -> Response {
         if is_token {
             token::TokenResponse::too_large(max).into_response()

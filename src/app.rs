@@ -97,15 +97,12 @@ pub async fn bootstrap_admin(
         None => (Secret::new(random_token(18)), true),
     };
     let now = api::now_rfc3339();
-    let user = UserRecord {
-        username: Username::parse("admin").map_err(|e| AppError::Io(e.to_string()))?,
-        password_hash: hasher.hash(&password).await?,
-        roles: vec![Role::parse("admin").map_err(|e| AppError::Io(e.to_string()))?],
-        disabled: false,
-        created_at: now.clone(),
-        updated_at: now,
-        tokens_valid_after: 0,
-    };
+    let user = UserRecord::new(
+        Username::parse("admin").map_err(|e| AppError::Io(e.to_string()))?,
+        hasher.hash(&password).await?,
+        vec![Role::parse("admin").map_err(|e| AppError::Io(e.to_string()))?],
+        now,
+    );
     match store.create_user(&user).await {
         Ok(()) => {}
         Err(StoreError::Conflict) => return Ok(AdminBootstrap::Existing),
@@ -188,10 +185,27 @@ impl Application {
         let acceptor =
             poem::listener::TcpAcceptor::from_tokio(self.listener).map_err(|e| AppError::Io(e.to_string()))?;
         let store = self.state.store.clone();
+        // Revoked `jti`s, revoked families and refresh tokens are kept only until they expire.
+        let pruner = tokio::spawn({
+            let store = store.clone();
+            async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(60));
+                loop {
+                    tick.tick().await;
+                    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+                    match store.prune_expired(now).await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::debug!(pruned = n, "expired revocations pruned"),
+                        Err(e) => tracing::warn!(error = %e, "pruning expired revocations failed"),
+                    }
+                }
+            }
+        });
         let served = poem::Server::new_with_acceptor(acceptor)
             .run_with_graceful_shutdown(api::routes(self.state), shutdown, Some(Duration::from_secs(10)))
             .await;
         drop(self.watch);
+        pruner.abort();
         store.flush().await?;
         served.map_err(|e| AppError::Io(e.to_string()))
     }

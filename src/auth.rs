@@ -4,6 +4,7 @@
 //! Nothing here knows HTTP; the API maps [`AuthError`] to responses.
 
 pub mod password;
+pub mod refresh;
 pub mod token;
 
 use std::sync::Arc;
@@ -36,6 +37,9 @@ pub enum AuthError {
     /// Username or password wrong, user unknown or disabled (one answer for all, on purpose).
     #[error("invalid username or password")]
     InvalidCredentials,
+    /// A refresh token cannot be used (unknown, used, revoked, expired, user changed).
+    #[error("{0}")]
+    InvalidGrant(String),
     /// A password does not meet the rules.
     #[error("{0}")]
     WeakPassword(String),
@@ -85,10 +89,14 @@ impl Authenticator {
         if user.disabled {
             return Err(AuthError::InvalidToken("the token's user is disabled".into()));
         }
-        if claims.iat < user.tokens_valid_after {
+        if claims.uver != user.token_version {
             return Err(AuthError::InvalidToken(
-                "the token was issued before the user's tokens were invalidated".into(),
+                "the token was issued before the user's password, roles or status changed, or their tokens were revoked"
+                    .into(),
             ));
+        }
+        if self.store.is_jti_revoked(&claims.jti).await? {
+            return Err(AuthError::InvalidToken("the token was revoked".into()));
         }
         Ok(Caller { username, claims })
     }

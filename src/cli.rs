@@ -14,7 +14,7 @@ use crate::{
     config::{Settings, SettingsArgs},
     model::{Role, Username},
     policy,
-    store::{SledStore, Store, StoreError, UserRecord},
+    store::{new_token_version, SledStore, Store, StoreError, UserRecord},
 };
 
 /// gatehouse: JWT-secured HTTP APIs whose access rules are hot-reloaded Rhai scripts.
@@ -249,15 +249,8 @@ async fn user(settings: Settings, cmd: UserCommand) -> Result<ExitCode, String> 
                 (random_token(18), true)
             };
             let now = api::now_rfc3339();
-            let user = UserRecord {
-                username,
-                password_hash: hash_blocking(&password).map_err(|e| e.to_string())?,
-                roles,
-                disabled: false,
-                created_at: now.clone(),
-                updated_at: now,
-                tokens_valid_after: time::OffsetDateTime::now_utc().unix_timestamp(),
-            };
+            let hash = hash_blocking(&password).map_err(|e| e.to_string())?;
+            let user = UserRecord::new(username, hash, roles, now);
             store.create_user(&user).await.map_err(|e| match e {
                 StoreError::Conflict => format!("user `{name}` already exists"),
                 other => other.to_string(),
@@ -306,7 +299,7 @@ async fn user(settings: Settings, cmd: UserCommand) -> Result<ExitCode, String> 
             let mut new = old.clone();
             new.password_hash = hash_blocking(&password).map_err(|e| e.to_string())?;
             new.updated_at = api::now_rfc3339();
-            new.tokens_valid_after = time::OffsetDateTime::now_utc().unix_timestamp();
+            new.token_version = new_token_version();
             store.update_user(&old, &new).await.map_err(|e| e.to_string())?;
             println!("changed the password of `{name}`");
         }

@@ -28,10 +28,49 @@ pub struct UserRecord {
     pub created_at: String,
     /// RFC 3339 time of the last change.
     pub updated_at: String,
-    /// Tokens issued (`iat`) before this unix time are refused: set at creation so a user
-    /// re-created under an old name never inherits the old user's tokens.
-    #[serde(default)]
-    pub tokens_valid_after: i64,
+    /// Random value copied into the `uver` claim of every token issued to the user. A new one
+    /// is drawn at creation and whenever the password, roles or status change or the user's
+    /// tokens are revoked, so every earlier token (access or refresh) stops working at once, and
+    /// a user re-created under an old name never inherits the old user's tokens.
+    pub token_version: String,
+}
+
+impl UserRecord {
+    /// A new, enabled user created now.
+    pub fn new(username: Username, password_hash: String, roles: Vec<Role>, now: String) -> Self {
+        Self {
+            username,
+            password_hash,
+            roles,
+            disabled: false,
+            created_at: now.clone(),
+            updated_at: now,
+            token_version: new_token_version(),
+        }
+    }
+}
+
+/// A fresh random token version (see [`UserRecord::token_version`]).
+pub fn new_token_version() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// A refresh token as stored. The token itself is never stored, only its SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefreshRecord {
+    /// All refresh tokens descending from one login share a family; reuse of a used token
+    /// revokes the whole family.
+    pub family: String,
+    /// Whose token it is.
+    pub username: Username,
+    /// The user's token version when it was issued.
+    pub token_version: String,
+    /// Unix seconds.
+    pub issued_at: i64,
+    /// Unix seconds; the family's absolute end (rotation does not extend it).
+    pub expires_at: i64,
+    /// Set once the token has been exchanged.
+    pub used: bool,
 }
 
 impl std::fmt::Debug for UserRecord {
@@ -105,6 +144,25 @@ pub trait Store: Send + Sync + 'static {
     async fn update_doc(&self, old: &Document, new: &Document) -> Result<(), StoreError>;
     /// Removes `old`; [`StoreError::Conflict`] when it changed since it was read, `false` when gone.
     async fn delete_doc(&self, old: &Document) -> Result<bool, StoreError>;
+
+    /// Stores a new refresh token under the hash of its value.
+    async fn insert_refresh(&self, hash: &str, rec: &RefreshRecord) -> Result<(), StoreError>;
+    /// Atomically marks a refresh token used and returns its record as it was before (so a
+    /// second use sees `used == true`); `None` when unknown.
+    async fn use_refresh(&self, hash: &str) -> Result<Option<RefreshRecord>, StoreError>;
+    /// A refresh token's record without changing it.
+    async fn get_refresh(&self, hash: &str) -> Result<Option<RefreshRecord>, StoreError>;
+    /// Revokes a refresh-token family until `expires_at` (unix seconds).
+    async fn revoke_family(&self, family: &str, expires_at: i64) -> Result<(), StoreError>;
+    /// Whether a family was revoked.
+    async fn is_family_revoked(&self, family: &str) -> Result<bool, StoreError>;
+    /// Puts an access token's `jti` on the deny-list until `expires_at` (unix seconds).
+    async fn revoke_jti(&self, jti: &str, expires_at: i64) -> Result<(), StoreError>;
+    /// Whether a `jti` is on the deny-list.
+    async fn is_jti_revoked(&self, jti: &str) -> Result<bool, StoreError>;
+    /// Drops deny-list entries, revoked families and refresh tokens that expired before `now`;
+    /// returns how many entries went.
+    async fn prune_expired(&self, now: i64) -> Result<usize, StoreError>;
 
     /// A server metadata value (e.g. the generated signing key).
     async fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;

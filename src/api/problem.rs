@@ -161,6 +161,7 @@ impl From<AuthError> for ApiError {
             AuthError::Missing => Self::missing_token(),
             AuthError::InvalidToken(msg) => Self::invalid_token(&msg),
             AuthError::InvalidCredentials => Self::bad_request(e.to_string()),
+            AuthError::InvalidGrant(msg) => Self::bad_request(msg),
             AuthError::WeakPassword(msg) => Self::bad_request(msg),
             AuthError::Store(s) => s.into(),
             AuthError::Internal(msg) => Self::internal(&msg),

@@ -20,7 +20,7 @@ use crate::{
     auth::password::check_password_rules,
     config::Secret,
     model::{Action, Role, Username},
-    store::UserRecord,
+    store::{new_token_version, UserRecord},
 };
 
 /// The policy that governs `/users`.
@@ -130,6 +130,14 @@ pub enum CreatedUser {
     Created(Json<UserView>, #[oai(header = "Location")] String),
 }
 
+/// Answer of a token revocation for a user.
+#[derive(Debug, ApiResponse)]
+pub enum RevokedTokens {
+    /// Every access and refresh token issued to the user so far is refused from now on.
+    #[oai(status = 204)]
+    Revoked,
+}
+
 /// Answer of a user deletion.
 #[derive(Debug, ApiResponse)]
 pub enum DeletedUser {
@@ -189,15 +197,7 @@ impl UserApi {
         )?;
         let hash = state.hasher.hash(&Secret::new(body.0.password)).await?;
         let now = now_rfc3339();
-        let user = UserRecord {
-            username,
-            password_hash: hash,
-            roles,
-            disabled: false,
-            created_at: now.clone(),
-            updated_at: now,
-            tokens_valid_after: time::OffsetDateTime::now_utc().unix_timestamp(),
-        };
+        let user = UserRecord::new(username, hash, roles, now);
         state.store.create_user(&user).await.map_err(|e| match e {
             crate::store::StoreError::Conflict => {
                 ApiError::conflict(format!("user `{}` already exists", user.username))
@@ -357,12 +357,53 @@ impl UserApi {
             new.password_hash = state.hasher.hash(&Secret::new(pw)).await?;
         }
         if new.password_hash != old.password_hash || new.roles != old.roles || (new.disabled && !old.disabled) {
-            new.tokens_valid_after = time::OffsetDateTime::now_utc().unix_timestamp();
+            new.token_version = new_token_version();
         }
         new.updated_at = now_rfc3339();
         state.store.update_user(&old, &new).await?;
         tracing::info!(target: "gatehouse::users", user = %name, by = %auth.0.username, changes = ?changes, "user changed");
         Ok(Json((&new).into()))
+    }
+
+    /// Revoke every token of a user (log out everywhere)
+    ///
+    /// Every access and refresh token issued to the user so far stops working at once; they can
+    /// log in again. Decided by `_users.rhai` with `action == "update"` and
+    /// `resource.changes == ["tokens"]` (the shipped policy lets admins do it for anyone and users
+    /// for themselves).
+    #[oai(
+        path = "/users/:username/revoke-tokens",
+        method = "post",
+        operation_id = "revoke_user_tokens"
+    )]
+    async fn revoke_tokens(
+        &self,
+        state: Data<&Arc<AppState>>,
+        req: &Request,
+        auth: BearerAuth,
+        /// User name.
+        username: Path<String>,
+    ) -> Result<RevokedTokens, ApiError> {
+        let name = path_user(&username)?;
+        let set = state.policies.snapshot();
+        let claims = auth.0.claims.to_json();
+        let old = state
+            .store
+            .get_user(&name)
+            .await?
+            .ok_or_else(|| ApiError::not_found("no such user"))?;
+        let data = as_value(&old);
+        let extra = json!({ "changes": ["tokens"] });
+        let mut target = Target::new(USERS_POLICY, Some(name.as_str()), Some(name.as_str()), &data);
+        target.old = Some(&data);
+        target.extra = Some(&extra);
+        authorize(&set, USERS_POLICY, &claims, Action::Update, target, req)?;
+        let mut new = old.clone();
+        new.token_version = new_token_version();
+        new.updated_at = now_rfc3339();
+        state.store.update_user(&old, &new).await?;
+        tracing::info!(target: "gatehouse::users", user = %name, by = %auth.0.username, "all tokens revoked");
+        Ok(RevokedTokens::Revoked)
     }
 
     /// Delete a user

@@ -28,8 +28,12 @@ pub struct Claims {
     pub exp: i64,
     /// Issuer.
     pub iss: String,
-    /// Unique token id.
+    /// Unique token id (the key of the revocation deny-list).
     pub jti: String,
+    /// The user's token version at issue ([`UserRecord::token_version`]); a token whose
+    /// version is no longer the user's is refused.
+    #[serde(default)]
+    pub uver: String,
     /// Any other claims (e.g. `aud`, `nbf`), passed to policies as they are.
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
@@ -113,15 +117,12 @@ impl TokenService {
             audience: opts.audience,
             ttl: opts.ttl,
         };
-        let probe = UserRecord {
-            username: crate::model::Username::parse("selftest").map_err(|e| AuthError::Internal(e.to_string()))?,
-            password_hash: String::new(),
-            roles: vec![],
-            disabled: false,
-            created_at: String::new(),
-            updated_at: String::new(),
-            tokens_valid_after: 0,
-        };
+        let probe = UserRecord::new(
+            crate::model::Username::parse("selftest").map_err(|e| AuthError::Internal(e.to_string()))?,
+            String::new(),
+            vec![],
+            String::new(),
+        );
         let (token, _) = service.issue(&probe)?;
         service.verify(&token)?;
         Ok(service)
@@ -151,6 +152,7 @@ impl TokenService {
             exp: iat.saturating_add(i64::try_from(self.ttl).unwrap_or(i64::MAX)),
             iss: self.issuer.clone(),
             jti: uuid::Uuid::new_v4().to_string(),
+            uver: user.token_version.clone(),
             extra,
         };
         let mut header = Header::new(Algorithm::HS256);
@@ -216,15 +218,12 @@ mod tests {
     }
 
     fn user() -> UserRecord {
-        UserRecord {
-            username: Username::parse("ann").unwrap(),
-            password_hash: String::new(),
-            roles: vec![Role::parse("user").unwrap()],
-            disabled: false,
-            created_at: String::new(),
-            updated_at: String::new(),
-            tokens_valid_after: 0,
-        }
+        UserRecord::new(
+            Username::parse("ann").unwrap(),
+            String::new(),
+            vec![Role::parse("user").unwrap()],
+            String::new(),
+        )
     }
 
     fn forge(header: serde_json::Value, claims: serde_json::Value, secret: &[u8]) -> String {

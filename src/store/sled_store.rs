@@ -12,7 +12,7 @@ use std::{
 use async_trait::async_trait;
 use serde::{de::DeserializeOwned, Serialize};
 
-use super::{Document, Store, StoreError, UserRecord};
+use super::{Document, RefreshRecord, Store, StoreError, UserRecord};
 use crate::model::{DocId, Kind, Username};
 
 /// sled-backed store; cheap to clone (the handles are reference-counted).
@@ -22,6 +22,12 @@ pub struct SledStore {
     users: sled::Tree,
     docs: sled::Tree,
     meta: sled::Tree,
+    /// sha256(refresh token) -> RefreshRecord
+    refresh: sled::Tree,
+    /// family -> expires_at (i64 big-endian)
+    revoked_families: sled::Tree,
+    /// jti -> expires_at (i64 big-endian)
+    revoked_jti: sled::Tree,
 }
 
 fn backend(e: sled::Error) -> StoreError {
@@ -59,7 +65,18 @@ impl SledStore {
         let users = db.open_tree("users").map_err(backend)?;
         let docs = db.open_tree("docs").map_err(backend)?;
         let meta = db.open_tree("meta").map_err(backend)?;
-        Ok(Self { db, users, docs, meta })
+        let refresh = db.open_tree("refresh").map_err(backend)?;
+        let revoked_families = db.open_tree("revoked_families").map_err(backend)?;
+        let revoked_jti = db.open_tree("revoked_jti").map_err(backend)?;
+        Ok(Self {
+            db,
+            users,
+            docs,
+            meta,
+            refresh,
+            revoked_families,
+            revoked_jti,
+        })
     }
 
     async fn durable(&self) -> Result<(), StoreError> {
@@ -184,6 +201,97 @@ impl Store for SledStore {
         }
         self.cas(&self.docs, &key, Some(current.to_vec()), None).await?;
         Ok(true)
+    }
+
+    async fn insert_refresh(&self, hash: &str, rec: &RefreshRecord) -> Result<(), StoreError> {
+        self.cas(&self.refresh, hash.as_bytes(), None, Some(encode(rec)?)).await
+    }
+
+    async fn use_refresh(&self, hash: &str) -> Result<Option<RefreshRecord>, StoreError> {
+        let key = hash.as_bytes();
+        loop {
+            let Some(current) = self.refresh.get(key).map_err(backend)? else {
+                return Ok(None);
+            };
+            let rec: RefreshRecord = decode(key, &current)?;
+            if rec.used {
+                return Ok(Some(rec));
+            }
+            let used = RefreshRecord {
+                used: true,
+                ..rec.clone()
+            };
+            match self
+                .cas(&self.refresh, key, Some(current.to_vec()), Some(encode(&used)?))
+                .await
+            {
+                Ok(()) => return Ok(Some(rec)),
+                // Someone else used it between our read and our swap: read again, and see it used.
+                Err(StoreError::Conflict) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn get_refresh(&self, hash: &str) -> Result<Option<RefreshRecord>, StoreError> {
+        let key = hash.as_bytes();
+        self.refresh
+            .get(key)
+            .map_err(backend)?
+            .map(|v| decode(key, &v))
+            .transpose()
+    }
+
+    async fn revoke_family(&self, family: &str, expires_at: i64) -> Result<(), StoreError> {
+        self.revoked_families
+            .insert(family.as_bytes(), &expires_at.to_be_bytes())
+            .map_err(backend)?;
+        self.durable().await
+    }
+
+    async fn is_family_revoked(&self, family: &str) -> Result<bool, StoreError> {
+        self.revoked_families.contains_key(family.as_bytes()).map_err(backend)
+    }
+
+    async fn revoke_jti(&self, jti: &str, expires_at: i64) -> Result<(), StoreError> {
+        self.revoked_jti
+            .insert(jti.as_bytes(), &expires_at.to_be_bytes())
+            .map_err(backend)?;
+        self.durable().await
+    }
+
+    async fn is_jti_revoked(&self, jti: &str) -> Result<bool, StoreError> {
+        self.revoked_jti.contains_key(jti.as_bytes()).map_err(backend)
+    }
+
+    async fn prune_expired(&self, now: i64) -> Result<usize, StoreError> {
+        let expired = |v: &[u8]| {
+            <[u8; 8]>::try_from(v)
+                .map(i64::from_be_bytes)
+                .map_or(true, |exp| exp < now)
+        };
+        let mut gone = 0;
+        for tree in [&self.revoked_jti, &self.revoked_families] {
+            for item in tree.iter() {
+                let (k, v) = item.map_err(backend)?;
+                if expired(&v) {
+                    tree.remove(k).map_err(backend)?;
+                    gone += 1;
+                }
+            }
+        }
+        for item in self.refresh.iter() {
+            let (k, v) = item.map_err(backend)?;
+            let done = decode::<RefreshRecord>(&k, &v).map_or(true, |r| r.expires_at < now);
+            if done {
+                self.refresh.remove(k).map_err(backend)?;
+                gone += 1;
+            }
+        }
+        if gone > 0 {
+            self.durable().await?;
+        }
+        Ok(gone)
     }
 
     async fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {

@@ -471,3 +471,11 @@ pub fn cli_timeout(
     let stderr = err_reader.join().unwrap();
     status.map(|status| std::process::Output { status, stdout, stderr })
 }
+
+/// The decoded payload (claims) of a JWT.
+pub fn token_payload(token: &str) -> serde_json::Value {
+    use base64::Engine as _;
+    let part = token.split('.').nth(1).unwrap_or_default();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part).unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}

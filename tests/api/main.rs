@@ -10,6 +10,7 @@ mod helpers;
 mod hot_reload;
 mod openapi;
 mod policies;
+mod refresh;
 mod resources;
 mod token;
 mod traps;

@@ -49,10 +49,11 @@ fn bearer(s: &TestServer, token: &str) -> Resp {
     s.raw("GET", "/resources/notes", &[("Authorization", &auth)], None)
 }
 
-/// Claims the server would accept for `sub` (signed with [`SECRET`] they are a valid token).
-fn good_claims(sub: &str, roles: &[&str]) -> Value {
+/// Claims the server would accept for `sub` whose token version is `uver` (signed with
+/// [`SECRET`] they are a valid token).
+fn good_claims(sub: &str, roles: &[&str], uver: &str) -> Value {
     let now = now();
-    json!({"sub": sub, "roles": roles, "iat": now, "exp": now + 600, "iss": "gatehouse", "jti": "test-jti"})
+    json!({"sub": sub, "roles": roles, "iat": now, "exp": now + 600, "iss": "gatehouse", "jti": "test-jti", "uver": uver})
 }
 
 /// A successful login answers `{access_token, token_type: "Bearer", expires_in}` with
@@ -74,7 +75,17 @@ fn token_success_shape_and_claims() {
     let obj = b.as_object().unwrap_or_else(|| panic!("not an object: {r:?}"));
     let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
     keys.sort_unstable();
-    assert_eq!(keys, ["access_token", "expires_in", "token_type"], "{r:?}");
+    assert_eq!(
+        keys,
+        ["access_token", "expires_in", "refresh_token", "token_type"],
+        "{r:?}"
+    );
+    assert!(
+        b["refresh_token"]
+            .as_str()
+            .is_some_and(|t| t.len() >= 40 && t.split('.').count() == 1),
+        "the refresh token is opaque, not a JWT: {r:?}"
+    );
     assert_eq!(b["token_type"], "Bearer");
     assert_eq!(b["expires_in"].as_u64(), Some(900), "default lifetime is 900 s: {r:?}");
     let token = b["access_token"].as_str().unwrap();
@@ -191,7 +202,7 @@ fn unknown_user_takes_as_long_as_wrong_password() {
 #[test]
 fn token_rejects_bad_grant_types_and_malformed_requests() {
     let s = TestServer::start();
-    for grant in ["client_credentials", "authorization_code", "refresh_token", "PASSWORD"] {
+    for grant in ["client_credentials", "authorization_code", "implicit", "PASSWORD"] {
         let r = s.token_form(&[("grant_type", grant), ("username", "admin"), ("password", ADMIN_PW)]);
         assert_oauth_error(&r, "unsupported_grant_type");
     }
@@ -319,12 +330,13 @@ fn protected_endpoint_rejects_invalid_tokens() {
     let s = TestServer::start();
     let hs256 = json!({"alg": "HS256", "typ": "JWT"});
     let now = now();
+    let uver = token_payload(&s.admin_token())["uver"].as_str().unwrap().to_owned();
 
     // Controls: the forge makes tokens the server accepts, so each refusal below is due to
     // the one defect of its case.
-    let control = forge(&hs256, &good_claims("admin", &["admin"]), SECRET.as_bytes());
+    let control = forge(&hs256, &good_claims("admin", &["admin"], &uver), SECRET.as_bytes());
     assert_eq!(bearer(&s, &control).status, 200, "a correctly signed token is accepted");
-    let mut in_leeway = good_claims("admin", &["admin"]);
+    let mut in_leeway = good_claims("admin", &["admin"], &uver);
     in_leeway["exp"] = json!(now - 10);
     let in_leeway = forge(&hs256, &in_leeway, SECRET.as_bytes());
     let r = bearer(&s, &in_leeway);
@@ -340,7 +352,7 @@ fn protected_endpoint_rejects_invalid_tokens() {
     longer["exp"] = json!(now + 100_000);
     let tampered_exp = format!("{}.{}.{}", parts[0], B64.encode(longer.to_string()), parts[2]);
 
-    let claims = good_claims("admin", &["admin"]);
+    let claims = good_claims("admin", &["admin"], &uver);
     let wrong_key = forge(&hs256, &claims, b"another-secret-another-secret-another");
     let alg_none = format!(
         "{}.{}.",
@@ -365,22 +377,22 @@ fn protected_endpoint_rejects_invalid_tokens() {
         let sig = jsonwebtoken::crypto::sign(signing.as_bytes(), &key, jsonwebtoken::Algorithm::HS512).unwrap();
         format!("{signing}.{sig}")
     };
-    let mut expired = good_claims("admin", &["admin"]);
+    let mut expired = good_claims("admin", &["admin"], &uver);
     expired["exp"] = json!(now - 100);
     let expired = forge(&hs256, &expired, SECRET.as_bytes());
-    let mut not_yet = good_claims("admin", &["admin"]);
+    let mut not_yet = good_claims("admin", &["admin"], &uver);
     not_yet["nbf"] = json!(now + 300);
     let not_yet = forge(&hs256, &not_yet, SECRET.as_bytes());
-    let mut wrong_iss = good_claims("admin", &["admin"]);
+    let mut wrong_iss = good_claims("admin", &["admin"], &uver);
     wrong_iss["iss"] = json!("evil");
     let wrong_iss = forge(&hs256, &wrong_iss, SECRET.as_bytes());
-    let mut no_exp = good_claims("admin", &["admin"]);
+    let mut no_exp = good_claims("admin", &["admin"], &uver);
     no_exp.as_object_mut().unwrap().remove("exp");
     let no_exp = forge(&hs256, &no_exp, SECRET.as_bytes());
-    let mut no_sub = good_claims("admin", &["admin"]);
+    let mut no_sub = good_claims("admin", &["admin"], &uver);
     no_sub.as_object_mut().unwrap().remove("sub");
     let no_sub = forge(&hs256, &no_sub, SECRET.as_bytes());
-    let mut exp_string = good_claims("admin", &["admin"]);
+    let mut exp_string = good_claims("admin", &["admin"], &uver);
     exp_string["exp"] = json!((now + 600).to_string());
     let exp_string = forge(&hs256, &exp_string, SECRET.as_bytes());
     let unknown_kid = forge(
@@ -388,8 +400,8 @@ fn protected_endpoint_rejects_invalid_tokens() {
         &claims,
         SECRET.as_bytes(),
     );
-    let unknown_user = forge(&hs256, &good_claims("ghost", &["admin"]), SECRET.as_bytes());
-    let mut big = good_claims("admin", &["admin"]);
+    let unknown_user = forge(&hs256, &good_claims("ghost", &["admin"], &uver), SECRET.as_bytes());
+    let mut big = good_claims("admin", &["admin"], &uver);
     big["pad"] = json!("x".repeat(9 * 1024));
     let oversized = forge(&hs256, &big, SECRET.as_bytes());
     assert!(oversized.len() > 8 * 1024);
@@ -436,7 +448,7 @@ fn tokens_of_disabled_and_deleted_users_are_refused() {
     // A validly signed token naming carol, made after her account existed.
     let forged_carol = forge(
         &json!({"alg": "HS256", "typ": "JWT"}),
-        &good_claims("carol", &["user"]),
+        &good_claims("carol", &["user"], token_payload(&carol)["uver"].as_str().unwrap()),
         SECRET.as_bytes(),
     );
 

@@ -162,12 +162,13 @@ fn poem_token_url_matches_token_endpoint() {
 
 // ---------------------------------------------------------------- jsonwebtoken
 
-/// Claims the server would accept for `admin`, with `patch` merged in (`null` removes a claim).
-fn admin_claims(patch: Value) -> Value {
+/// Claims the server would accept for `admin` (`uver` is admin's current token version), with
+/// `patch` merged in (`null` removes a claim).
+fn admin_claims(uver: &str, patch: Value) -> Value {
     let n = now();
     let mut c = json!({
         "sub": "admin", "roles": ["admin"], "iat": n - 5, "exp": n + 600,
-        "iss": "gatehouse", "jti": "forged-jti-1",
+        "iss": "gatehouse", "jti": "forged-jti-1", "uver": uver,
     });
     for (k, v) in patch.as_object().unwrap() {
         if v.is_null() {
@@ -179,10 +180,11 @@ fn admin_claims(patch: Value) -> Value {
     c
 }
 
-fn forged(patch: Value) -> String {
+fn forged(s: &TestServer, patch: Value) -> String {
+    let uver = token_payload(&s.admin_token())["uver"].as_str().unwrap().to_owned();
     forge(
         &json!({"alg": "HS256", "typ": "JWT"}),
-        &admin_claims(patch),
+        &admin_claims(&uver, patch),
         SECRET.as_bytes(),
     )
 }
@@ -213,7 +215,7 @@ fn jsonwebtoken_crypto_backend_round_trip() {
 #[test]
 fn jsonwebtoken_forged_control_is_accepted() {
     let s = TestServer::start();
-    let r = s.get("/users/admin", &forged(json!({})));
+    let r = s.get("/users/admin", &forged(&s, json!({})));
     assert_eq!(r.status, 200, "{r:?}");
 }
 
@@ -221,8 +223,8 @@ fn jsonwebtoken_forged_control_is_accepted() {
 #[test]
 fn jsonwebtoken_nbf_is_checked() {
     let s = TestServer::start();
-    assert_invalid_token(&s, &forged(json!({"nbf": now() + 3600})), "nbf in an hour");
-    let r = s.get("/users/admin", &forged(json!({"nbf": now() - 60})));
+    assert_invalid_token(&s, &forged(&s, json!({"nbf": now() + 3600})), "nbf in an hour");
+    let r = s.get("/users/admin", &forged(&s, json!({"nbf": now() - 60})));
     assert_eq!(r.status, 200, "a past nbf is fine: {r:?}");
 }
 
@@ -231,8 +233,12 @@ fn jsonwebtoken_nbf_is_checked() {
 fn jsonwebtoken_leeway_is_30s_not_default_60s() {
     let s = TestServer::start();
     let n = now();
-    assert_invalid_token(&s, &forged(json!({"iat": n - 700, "exp": n - 45})), "expired 45 s ago");
-    let r = s.get("/users/admin", &forged(json!({"iat": n - 700, "exp": n - 5})));
+    assert_invalid_token(
+        &s,
+        &forged(&s, json!({"iat": n - 700, "exp": n - 45})),
+        "expired 45 s ago",
+    );
+    let r = s.get("/users/admin", &forged(&s, json!({"iat": n - 700, "exp": n - 5})));
     assert_eq!(r.status, 200, "expired 5 s ago is within the 30 s leeway: {r:?}");
 }
 
@@ -245,7 +251,7 @@ fn jsonwebtoken_alg_none_refused() {
     let token = format!(
         "{}.{}.",
         b64.encode(json!({"alg": "none", "typ": "JWT"}).to_string()),
-        b64.encode(admin_claims(json!({})).to_string())
+        b64.encode(admin_claims("any", json!({})).to_string())
     );
     assert_invalid_token(&s, &token, "alg none");
 }
@@ -254,18 +260,18 @@ fn jsonwebtoken_alg_none_refused() {
 #[test]
 fn jsonwebtoken_mistyped_time_claims_refused() {
     let s = TestServer::start();
-    assert_invalid_token(&s, &forged(json!({"exp": "1"})), "exp as a string in the past");
+    assert_invalid_token(&s, &forged(&s, json!({"exp": "1"})), "exp as a string in the past");
     let future = (now() + 3600).to_string();
-    assert_invalid_token(&s, &forged(json!({"nbf": future})), "nbf as a string in the future");
+    assert_invalid_token(&s, &forged(&s, json!({"nbf": future})), "nbf as a string in the future");
 }
 
 /// jsonwebtoken: `iss` is unchecked unless set; gatehouse requires its issuer.
 #[test]
 fn jsonwebtoken_issuer_checked() {
     let s = TestServer::start();
-    assert_invalid_token(&s, &forged(json!({"iss": "evil"})), "wrong iss");
-    assert_invalid_token(&s, &forged(json!({"iss": null})), "no iss");
-    assert_invalid_token(&s, &forged(json!({"exp": null})), "no exp");
+    assert_invalid_token(&s, &forged(&s, json!({"iss": "evil"})), "wrong iss");
+    assert_invalid_token(&s, &forged(&s, json!({"iss": null})), "no iss");
+    assert_invalid_token(&s, &forged(&s, json!({"exp": null})), "no exp");
 }
 
 /// jsonwebtoken: with `aud` configured, issued tokens carry it and are accepted
@@ -276,10 +282,10 @@ fn jsonwebtoken_audience_set_and_required() {
     let t = s.admin_token();
     let r = s.get("/users/admin", &t);
     assert_eq!(r.status, 200, "an issued token with aud is refused: {r:?}");
-    let r = s.get("/users/admin", &forged(json!({"aud": "gh-api"})));
+    let r = s.get("/users/admin", &forged(&s, json!({"aud": "gh-api"})));
     assert_eq!(r.status, 200, "{r:?}");
-    assert_invalid_token(&s, &forged(json!({"aud": "other"})), "wrong aud");
-    assert_invalid_token(&s, &forged(json!({})), "no aud");
+    assert_invalid_token(&s, &forged(&s, json!({"aud": "other"})), "wrong aud");
+    assert_invalid_token(&s, &forged(&s, json!({})), "no aud");
 }
 
 // ---------------------------------------------------------------- rhai
