@@ -36,6 +36,8 @@ pub struct AppState {
     pub auth: Authenticator,
     /// Password hashing off the async workers.
     pub hasher: Hasher,
+    /// Failed-login counters (429 beyond the limit).
+    pub throttle: crate::auth::throttle::LoginThrottle,
     /// Loaded policies, swapped atomically on reload.
     pub policies: Arc<PolicyEngine>,
 }

@@ -148,12 +148,17 @@ impl Application {
             .await
             .map_err(|e| AppError::Io(format!("cannot listen on {}: {e}", settings.bind)))?;
         let addr = listener.local_addr().map_err(|e| AppError::Io(e.to_string()))?;
+        let settings_limit = (settings.login_failure_limit, settings.login_failure_window);
         let state = Arc::new(AppState {
             auth: Authenticator::new(Arc::new(tokens), store.clone()),
             settings,
             store,
             hasher,
             policies,
+            throttle: crate::auth::throttle::LoginThrottle::new(
+                settings_limit.0,
+                Duration::from_secs(settings_limit.1),
+            ),
         });
         Ok(Self {
             listener,

@@ -5,6 +5,7 @@
 
 pub mod password;
 pub mod refresh;
+pub mod throttle;
 pub mod token;
 
 use std::sync::Arc;

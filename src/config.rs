@@ -66,6 +66,11 @@ pub struct Settings {
     pub admin_password: Option<Secret>,
     /// Poll the policy directory instead of relying on file-system events (network mounts).
     pub policy_poll: bool,
+    /// Failed logins per user name within `login_failure_window` before 429 (per client
+    /// address: five times as many).
+    pub login_failure_limit: u32,
+    /// Seconds of the login-failure window.
+    pub login_failure_window: u64,
 }
 
 impl Default for Settings {
@@ -84,6 +89,8 @@ impl Default for Settings {
             max_body_bytes: 1_048_576,
             admin_password: None,
             policy_poll: false,
+            login_failure_limit: 10,
+            login_failure_window: 300,
         }
     }
 }
@@ -133,6 +140,12 @@ pub struct SettingsArgs {
     /// Poll the policy directory every second instead of using file-system events.
     #[arg(long, env = "GATEHOUSE_POLICY_POLL", global = true, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub policy_poll: Option<bool>,
+    /// Failed logins per user name within the window before 429 [default: 10].
+    #[arg(long, env = "GATEHOUSE_LOGIN_FAILURE_LIMIT", global = true, value_name = "COUNT")]
+    pub login_failure_limit: Option<u32>,
+    /// Seconds of the login-failure window [default: 300].
+    #[arg(long, env = "GATEHOUSE_LOGIN_FAILURE_WINDOW", global = true, value_name = "SECONDS")]
+    pub login_failure_window: Option<u64>,
 }
 
 /// The TOML file: the same keys, all optional; unknown keys are an error (a typo must not pass).
@@ -152,6 +165,8 @@ struct FileSettings {
     max_body_bytes: Option<usize>,
     admin_password: Option<String>,
     policy_poll: Option<bool>,
+    login_failure_limit: Option<u32>,
+    login_failure_window: Option<u64>,
 }
 
 /// Why the settings could not be resolved.
@@ -220,6 +235,14 @@ impl Settings {
             max_body_bytes: args.max_body_bytes.or(file.max_body_bytes).unwrap_or(d.max_body_bytes),
             admin_password: non_empty(args.admin_password.clone().or(file.admin_password)).map(Secret),
             policy_poll: args.policy_poll.or(file.policy_poll).unwrap_or(d.policy_poll),
+            login_failure_limit: args
+                .login_failure_limit
+                .or(file.login_failure_limit)
+                .unwrap_or(d.login_failure_limit),
+            login_failure_window: args
+                .login_failure_window
+                .or(file.login_failure_window)
+                .unwrap_or(d.login_failure_window),
         };
         settings.validate()?;
         Ok(settings)
@@ -249,6 +272,15 @@ impl Settings {
         }
         if self.access_token_ttl == 0 || self.access_token_ttl > 86_400 * 7 {
             return invalid("access_token_ttl", "must be between 1 and 604800 seconds");
+        }
+        if self.refresh_token_ttl < 60 || self.refresh_token_ttl > 86_400 * 366 {
+            return invalid("refresh_token_ttl", "must be between 60 and 31622400 seconds");
+        }
+        if self.login_failure_limit == 0 {
+            return invalid("login_failure_limit", "must be at least 1");
+        }
+        if self.login_failure_window == 0 || self.login_failure_window > 86_400 {
+            return invalid("login_failure_window", "must be between 1 and 86400 seconds");
         }
         if self.leeway > 600 {
             return invalid("leeway", "must be at most 600 seconds");

@@ -4,14 +4,14 @@
 //! every answer carries `Cache-Control: no-store`. A wrong password, an unknown user and a
 //! disabled user get the same answer after the same hashing work.
 
-use std::sync::Arc;
+use std::{net::IpAddr, sync::Arc};
 
-use poem::web::Data;
+use poem::{web::Data, Request};
 use poem_openapi::{payload::Json, ApiResponse, Object, OpenApi};
 
 use super::{ApiTags, AppState};
 use crate::{
-    auth::{refresh, AuthError},
+    auth::{refresh, throttle::LoginKeys, AuthError},
     config::Secret,
     model::Username,
     store::UserRecord,
@@ -100,6 +100,14 @@ pub enum TokenResponse {
     /// The request body is larger than `max_body_bytes` (`invalid_request`).
     #[oai(status = 413)]
     PayloadTooLarge(Json<OAuthError>, #[oai(header = "Cache-Control")] String),
+    /// Too many failed logins for this user name or from this address
+    /// (`temporarily_unavailable`); retry after `Retry-After` seconds.
+    #[oai(status = 429)]
+    TooManyRequests(
+        Json<OAuthError>,
+        #[oai(header = "Retry-After")] String,
+        #[oai(header = "Cache-Control")] String,
+    ),
     /// The server failed; the log has the details.
     #[oai(status = 500)]
     Internal(Json<OAuthError>, #[oai(header = "Cache-Control")] String),
@@ -201,13 +209,25 @@ fn revoke_bad_request(err: poem::Error) -> RevokeResponse {
 pub struct TokenApi;
 
 /// Checks a password grant; the same answer for every kind of failure.
-async fn password_grant(state: &AppState, form: TokenRequest) -> Result<UserRecord, TokenResponse> {
+async fn password_grant(state: &AppState, form: TokenRequest, ip: Option<IpAddr>) -> Result<UserRecord, TokenResponse> {
     let (Some(username), Some(password)) = (form.username, form.password) else {
         return Err(TokenResponse::error(
             "invalid_request",
             "`username` and `password` are required",
         ));
     };
+    let keys = LoginKeys::new(&username, ip);
+    if let Some(secs) = state.throttle.retry_after(&keys) {
+        tracing::warn!(target: "gatehouse::auth", ip = ?ip, "login throttled after repeated failures");
+        return Err(TokenResponse::TooManyRequests(
+            oauth_error(
+                "temporarily_unavailable",
+                format!("too many failed logins; retry in {secs} seconds"),
+            ),
+            secs.to_string(),
+            NO_STORE.into(),
+        ));
+    }
     let password = Secret::new(password);
     let user = match Username::parse(&username) {
         Ok(name) => state
@@ -223,8 +243,12 @@ async fn password_grant(state: &AppState, form: TokenRequest) -> Result<UserReco
         .await
         .map_err(|e| TokenResponse::internal(&e))?;
     match user {
-        Some(user) if verified && !user.disabled => Ok(user),
+        Some(user) if verified && !user.disabled => {
+            state.throttle.succeeded(&keys);
+            Ok(user)
+        }
         _ => {
+            state.throttle.failed(&keys);
             tracing::info!(target: "gatehouse::auth", "login failed");
             Err(TokenResponse::error("invalid_grant", "invalid username or password"))
         }
@@ -246,11 +270,13 @@ impl TokenApi {
     async fn token(
         &self,
         state: Data<&Arc<AppState>>,
+        req: &Request,
         form: poem_openapi::payload::Form<TokenRequest>,
     ) -> TokenResponse {
         let form = form.0;
+        let ip = req.remote_addr().as_socket_addr().map(|a| a.ip());
         let granted = match form.grant_type.as_deref() {
-            Some("password") => password_grant(&state, form).await.map(|user| (user, None)),
+            Some("password") => password_grant(&state, form, ip).await.map(|user| (user, None)),
             Some("refresh_token") => match form.refresh_token.as_deref() {
                 None | Some("") => Err(TokenResponse::error("invalid_request", "`refresh_token` is required")),
                 Some(token) => match refresh::redeem_refresh(state.store.as_ref(), token).await {

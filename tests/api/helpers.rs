@@ -92,6 +92,8 @@ impl TestServer {
         let mut env_vars: Vec<(String, String)> = vec![
             ("GATEHOUSE_ADMIN_PASSWORD".into(), ADMIN_PW.into()),
             ("GATEHOUSE_JWT_SECRET".into(), SECRET.into()),
+            // Many tests fail logins on purpose; login throttling has its own test.
+            ("GATEHOUSE_LOGIN_FAILURE_LIMIT".into(), "10000".into()),
         ];
         for (k, v) in env {
             env_vars.retain(|(ek, _)| ek != k);

@@ -201,3 +201,46 @@ fn refresh_and_revocation_survive_kill_9() {
     s.get("/users/admin", &access).assert_problem(401);
     assert_eq!(refresh(&s, &refresh_token).status, 200);
 }
+
+/// Repeated failed logins for one user name get 429 with `Retry-After` (RFC 6749 error shape,
+/// no hashing spent), even with the right password, until the window ends; other users and
+/// guarded requests are unaffected.
+#[test]
+fn failed_logins_are_throttled() {
+    let s = TestServer::start_with(
+        Some(&shipped_policies()),
+        &[
+            ("GATEHOUSE_LOGIN_FAILURE_LIMIT", "3"),
+            ("GATEHOUSE_LOGIN_FAILURE_WINDOW", "60"),
+        ],
+    );
+    let admin = s.admin_token();
+    let r = s.post(
+        "/users",
+        &admin,
+        json!({"username": "ann", "password": "ann-password-1", "roles": []}),
+    );
+    assert_eq!(r.status, 201, "{r:?}");
+    for _ in 0..3 {
+        let r = s.token_form(&[
+            ("grant_type", "password"),
+            ("username", "ann"),
+            ("password", "wrong-password"),
+        ]);
+        assert_invalid_grant(&r);
+    }
+    for pw in ["wrong-password", "ann-password-1"] {
+        let r = s.token_form(&[("grant_type", "password"), ("username", "ann"), ("password", pw)]);
+        assert_eq!(r.status, 429, "{r:?}");
+        assert_eq!(r.json()["error"], "temporarily_unavailable", "{r:?}");
+        let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
+        assert!((1..=60).contains(&retry), "{r:?}");
+        assert_eq!(r.header("cache-control"), Some("no-store"), "{r:?}");
+    }
+    assert_eq!(
+        s.login("admin", ADMIN_PW).is_empty(),
+        false,
+        "another user still logs in"
+    );
+    assert_eq!(s.get("/resources/notes", &admin).status, 200);
+}
