@@ -3,6 +3,7 @@
 //!
 //! Nothing here knows HTTP; the API maps [`AuthError`] to responses.
 
+pub mod keys;
 pub mod password;
 pub mod refresh;
 pub mod throttle;

@@ -166,6 +166,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// A server metadata value (e.g. the generated signing key).
     async fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Stores `value` under `key`, replacing any value.
+    async fn put_meta(&self, key: &str, value: &[u8]) -> Result<(), StoreError>;
     /// Stores `value` under `key` unless a value is there; returns the value in force.
     async fn init_meta(&self, key: &str, value: &[u8]) -> Result<Vec<u8>, StoreError>;
     /// Writes everything to disk.

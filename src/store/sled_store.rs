@@ -298,6 +298,11 @@ impl Store for SledStore {
         Ok(self.meta.get(key.as_bytes()).map_err(backend)?.map(|v| v.to_vec()))
     }
 
+    async fn put_meta(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.meta.insert(key.as_bytes(), value).map_err(backend)?;
+        self.durable().await
+    }
+
     async fn init_meta(&self, key: &str, value: &[u8]) -> Result<Vec<u8>, StoreError> {
         match self
             .meta
