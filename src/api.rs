@@ -122,6 +122,10 @@ pub fn routes(state: Arc<AppState>) -> impl Endpoint {
 /// Refuses bodies over the limit with 413 (before any handler reads them), whether or not a
 /// `Content-Length` was sent.
 async fn limit_body<E: Endpoint>(ep: Arc<E>, mut req: Request, max: usize) -> poem::Result<Response> {
+    // Two `Authorization` headers are ambiguous: refuse rather than pick one (fail closed).
+    if req.headers().get_all(poem::http::header::AUTHORIZATION).iter().count() > 1 {
+        return Ok(ApiError::bad_request("send at most one `Authorization` header").into_response());
+    }
     if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS)
         && req.header("content-length").is_none()
         && req.header("transfer-encoding").is_none()

@@ -126,7 +126,6 @@ impl Application {
     pub async fn build_with_store(settings: Settings, store: Arc<dyn Store>) -> Result<Self, AppError> {
         let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         let hasher = Hasher::new(workers)?;
-        let admin = bootstrap_admin(store.as_ref(), &hasher, &settings).await?;
         let secret = signing_secret(store.as_ref(), &settings).await?;
         let tokens = TokenService::new(
             &secret,
@@ -148,6 +147,9 @@ impl Application {
             .await
             .map_err(|e| AppError::Io(format!("cannot listen on {}: {e}", settings.bind)))?;
         let addr = listener.local_addr().map_err(|e| AppError::Io(e.to_string()))?;
+        // Last of the fallible steps, so that a start that fails (busy port, missing policy
+        // directory) never creates an admin whose generated password nobody saw.
+        let admin = bootstrap_admin(store.as_ref(), &hasher, &settings).await?;
         let settings_limit = (settings.login_failure_limit, settings.login_failure_window);
         let state = Arc::new(AppState {
             auth: Authenticator::new(Arc::new(tokens), store.clone()),

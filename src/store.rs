@@ -31,7 +31,10 @@ pub struct UserRecord {
     /// Random value copied into the `uver` claim of every token issued to the user. A new one
     /// is drawn at creation and whenever the password, roles or status change or the user's
     /// tokens are revoked, so every earlier token (access or refresh) stops working at once, and
-    /// a user re-created under an old name never inherits the old user's tokens.
+    /// a user re-created under an old name never inherits the old user's tokens. Records
+    /// written before this field existed read as `""` (their tokens stay valid until the next
+    /// change) instead of failing to decode.
+    #[serde(default)]
     pub token_version: String,
 }
 

@@ -109,6 +109,16 @@ fn known_kind(set: &PolicySet, kind: &str) -> Result<Kind, ApiError> {
     }
 }
 
+/// A cursor is the id of the last document of a page: a lowercase hyphenated UUID.
+fn parse_cursor(after: &str) -> Result<DocId, ApiError> {
+    let bad = || ApiError::bad_request("`after` is not a cursor from this API (pass the previous page's `next`)");
+    let uuid = uuid::Uuid::parse_str(after).map_err(|_| bad())?;
+    if uuid.hyphenated().to_string() != after {
+        return Err(bad());
+    }
+    DocId::parse(after).map_err(|_| bad())
+}
+
 fn doc_id(id: &str) -> Result<DocId, ApiError> {
     DocId::parse(id).map_err(|_| ApiError::not_found("no such document"))
 }
@@ -181,9 +191,7 @@ impl ResourceApi {
         let kind = known_kind(&set, &kind)?;
         let limit = page_limit(limit.0)?;
         let mut cursor = match after.0.as_deref() {
-            Some(a) => {
-                Some(DocId::parse(a).map_err(|_| ApiError::bad_request("`after` is not a cursor from this API"))?)
-            }
+            Some(a) => Some(parse_cursor(a)?),
             None => None,
         };
         let claims = auth.0.claims.to_json();

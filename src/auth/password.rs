@@ -1,14 +1,13 @@
 //! Password hashing with argon2id (OWASP parameters: m=19456 KiB, t=2, p=1).
 //!
-//! Hashing costs tens of milliseconds of CPU and ~19 MiB, so the async API runs it on tokio's
-//! blocking pool behind a semaphore sized to the CPU count: a login flood queues instead of
-//! starving the async workers or exhausting memory. Unknown users are verified against a dummy
+//! Hashing costs tens of milliseconds of CPU and ~19 MiB, so the async API runs it on a fixed
+//! pool of threads sized to the CPU count: a login flood queues instead of starving the async
+//! workers or exhausting memory. Unknown users are verified against a dummy
 //! hash so that their answer takes as long as a wrong password.
 
 use std::sync::Arc;
 
 use argon2::{Argon2, PasswordHasher, PasswordVerifier};
-use tokio::sync::Semaphore;
 
 use super::AuthError;
 use crate::config::Secret;
@@ -46,10 +45,17 @@ pub fn verify_blocking(pw: &str, phc: &str) -> bool {
     Argon2::default().verify_password(pw.as_bytes(), phc).is_ok()
 }
 
-/// Runs hashing off the async workers, at most `permits` at a time.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Runs hashing off the async workers on a small pool of dedicated threads.
+///
+/// Dedicated threads, not tokio's blocking pool: each argon2 run allocates ~19 MiB, and glibc
+/// keeps freed memory in per-thread arenas, so hashing spread over hundreds of blocking-pool
+/// threads left hundreds of MiB resident after a login burst. A fixed pool bounds both the
+/// concurrency and the memory; extra requests queue.
 #[derive(Clone)]
 pub struct Hasher {
-    permits: Arc<Semaphore>,
+    jobs: Arc<std::sync::Mutex<std::sync::mpsc::Sender<Job>>>,
     dummy: Arc<str>,
 }
 
@@ -60,23 +66,44 @@ impl std::fmt::Debug for Hasher {
 }
 
 impl Hasher {
-    /// A hasher that runs at most `concurrency` hashes at once (at least one).
+    /// A hasher with `concurrency` worker threads (at least one). The threads end when the last
+    /// clone of the hasher is dropped.
     pub fn new(concurrency: usize) -> Result<Self, AuthError> {
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        let rx = Arc::new(std::sync::Mutex::new(rx));
+        for i in 0..concurrency.max(1) {
+            let rx = rx.clone();
+            std::thread::Builder::new()
+                .name(format!("gatehouse-argon2-{i}"))
+                .spawn(move || loop {
+                    let job = match rx.lock() {
+                        Ok(guard) => guard.recv(),
+                        Err(_) => return,
+                    };
+                    match job {
+                        Ok(job) => job(),
+                        Err(_) => return,
+                    }
+                })
+                .map_err(|e| AuthError::Internal(format!("cannot start hashing threads: {e}")))?;
+        }
         Ok(Self {
-            permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            jobs: Arc::new(std::sync::Mutex::new(tx)),
             dummy: hash_blocking("gatehouse-timing-equaliser")?.into(),
         })
     }
 
     async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T, AuthError> {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|e| AuthError::Internal(e.to_string()))?;
-        tokio::task::spawn_blocking(f)
-            .await
-            .map_err(|e| AuthError::Internal(e.to_string()))
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
+            let _ = tx.send(f());
+        });
+        self.jobs
+            .lock()
+            .map_err(|_| AuthError::Internal("hashing pool poisoned".into()))?
+            .send(job)
+            .map_err(|_| AuthError::Internal("hashing pool stopped".into()))?;
+        rx.await.map_err(|_| AuthError::Internal("hashing job lost".into()))
     }
 
     /// Hashes a new password.

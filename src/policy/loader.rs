@@ -201,7 +201,7 @@ impl PolicyEngine {
                     message,
                 },
             };
-            let outcome = match fs::read(&file) {
+            let outcome = match read_policy(&file) {
                 // Vanished mid-scan: treat as removed.
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => Err(fail(None, 0, 0, format!("cannot read: {e}"))),
@@ -292,7 +292,9 @@ pub fn check(path: &Path, limits: &Limits) -> Vec<Diagnostic> {
         col: 0,
         message: e.to_string(),
     };
-    let compile = |file: &Path| match fs::read_to_string(file) {
+    let compile = |file: &Path| match read_policy(file)
+        .and_then(|b| String::from_utf8(b).map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "not valid UTF-8")))
+    {
         Ok(src) => sandbox.compile(file, &src).err(),
         Err(e) => Some(io_diag(file, e)),
     };
@@ -614,5 +616,44 @@ mod tests {
         assert!(check(&d.join("good.rhai"), &limits).is_empty());
         let missing = check(&d.join("missing.rhai"), &limits);
         assert_eq!((missing.len(), missing[0].line), (1, 0));
+    }
+}
+
+/// Largest policy file read; a bigger one (or `/dev/zero` behind a symlink) fails to load
+/// instead of exhausting memory.
+pub const MAX_POLICY_BYTES: u64 = 256 * 1024;
+
+/// Reads a policy file: a regular file (symlinks followed) of at most [`MAX_POLICY_BYTES`].
+fn read_policy(path: &Path) -> io::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let file = fs::File::open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_POLICY_BYTES + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_POLICY_BYTES {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("larger than {MAX_POLICY_BYTES} bytes"),
+        ));
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod read_limit_tests {
+    use super::*;
+
+    #[test]
+    fn oversized_and_special_files_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("big.rhai");
+        fs::write(&big, "true\n".repeat(100_000)).unwrap();
+        assert!(read_policy(&big).is_err());
+        assert!(read_policy(Path::new("/dev/zero")).is_err());
+        let ok = dir.path().join("ok.rhai");
+        fs::write(&ok, "true").unwrap();
+        assert_eq!(read_policy(&ok).unwrap(), b"true");
     }
 }
