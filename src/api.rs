@@ -3,6 +3,7 @@
 //! [`openapi_service`] is the single builder of the spec: the server, `gatehouse openapi` and
 //! the drift test all use it. [`routes`] assembles the full endpoint around an [`AppState`].
 
+pub mod keys;
 pub mod policies;
 pub mod problem;
 pub mod resources;
@@ -36,6 +37,10 @@ pub struct AppState {
     pub auth: Authenticator,
     /// Password hashing off the async workers.
     pub hasher: Hasher,
+    /// Where the signing keys come from (rotation works only for generated keys).
+    pub key_source: crate::app::KeySource,
+    /// Serialises key rotations within this process.
+    pub key_lock: tokio::sync::Mutex<()>,
     /// Failed-login counters (429 beyond the limit).
     pub throttle: crate::auth::throttle::LoginThrottle,
     /// Loaded policies, swapped atomically on reload.
@@ -69,6 +74,7 @@ pub enum ApiTags {
 pub type ApiService = OpenApiService<
     (
         token::TokenApi,
+        keys::KeysApi,
         resources::ResourceApi,
         users::UserApi,
         policies::PolicyApi,
@@ -87,6 +93,7 @@ pub fn openapi_service() -> ApiService {
     OpenApiService::new(
         (
             token::TokenApi,
+            keys::KeysApi,
             resources::ResourceApi,
             users::UserApi,
             policies::PolicyApi,

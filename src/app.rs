@@ -11,7 +11,11 @@ use rand::RngCore;
 
 use crate::{
     api::{self, AppState},
-    auth::{token::TokenOptions, AuthError, Authenticator, Hasher, TokenService},
+    auth::{
+        keys::{self, KeyRing},
+        token::TokenOptions,
+        AuthError, Authenticator, Hasher, TokenService,
+    },
     config::{Secret, Settings},
     model::{Role, Username},
     policy::{self, Limits, PolicyEngine, WatchGuard},
@@ -63,9 +67,6 @@ impl std::fmt::Debug for Application {
     }
 }
 
-/// Key of the generated HS256 secret in the store's metadata.
-const SECRET_KEY: &str = "jwt_hs256_secret";
-
 /// A random secret of `n` bytes, base64url without padding.
 pub fn random_token(n: usize) -> String {
     let mut bytes = vec![0u8; n];
@@ -73,14 +74,65 @@ pub fn random_token(n: usize) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
-/// The HMAC key: from the settings, or generated once and kept in the store.
-pub async fn signing_secret(store: &dyn Store, settings: &Settings) -> Result<Vec<u8>, StoreError> {
+/// Where the signing keys come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeySource {
+    /// `jwt_secret` or `jwt_private_key`: fixed by configuration, rotated there.
+    Configured,
+    /// Generated and kept in the store: rotated by `gatehouse keys rotate` or `POST /keys/rotate`.
+    Generated,
+}
+
+/// Seconds a retired key keeps verifying: the longest a token it signed can stay valid.
+pub fn key_keep_seconds(settings: &Settings) -> i64 {
+    i64::try_from(settings.access_token_ttl.saturating_add(settings.leeway)).unwrap_or(i64::MAX)
+}
+
+/// The configured algorithm.
+pub fn algorithm(settings: &Settings) -> Result<jsonwebtoken::Algorithm, AuthError> {
+    keys::parse_algorithm(&settings.jwt_algorithm)
+        .ok_or_else(|| AuthError::Internal(format!("unsupported jwt_algorithm `{}`", settings.jwt_algorithm)))
+}
+
+/// The signing keys: from `jwt_secret`, from `jwt_private_key`, or generated once and kept
+/// in the store (retired keys that outlived every token they signed are dropped).
+pub async fn key_ring(store: &dyn Store, settings: &Settings) -> Result<(KeyRing, KeySource), AuthError> {
+    let alg = algorithm(settings)?;
     if let Some(secret) = &settings.jwt_secret {
-        return Ok(secret.expose().as_bytes().to_vec());
+        let key = keys::hmac_key(secret.expose().as_bytes())?;
+        return Ok((KeyRing::new(vec![key])?, KeySource::Configured));
     }
-    let mut fresh = vec![0u8; 48];
-    rand::rng().fill_bytes(&mut fresh);
-    store.init_meta(SECRET_KEY, &fresh).await
+    if let Some(path) = &settings.jwt_private_key {
+        let key = keys::RingKey::from_pem_file(path, alg)?;
+        return Ok((KeyRing::new(vec![key])?, KeySource::Configured));
+    }
+    let stored = keys::load_or_generate(store, alg, key_keep_seconds(settings)).await?;
+    Ok((stored_ring(&stored)?, KeySource::Generated))
+}
+
+/// Drops retired generated keys whose tokens have all expired (they leave the JWKS).
+async fn prune_keys(state: &AppState) -> Result<(), AuthError> {
+    if state.key_source != KeySource::Generated {
+        return Ok(());
+    }
+    let _guard = state.key_lock.lock().await;
+    let stored = keys::load_or_generate(
+        state.store.as_ref(),
+        algorithm(&state.settings)?,
+        key_keep_seconds(&state.settings),
+    )
+    .await?;
+    let kids: Vec<String> = stored.iter().map(|k| k.kid.clone()).collect();
+    if kids != state.auth.tokens().ring().kids() {
+        state.auth.tokens().set_ring(stored_ring(&stored)?)?;
+        tracing::info!(target: "gatehouse::keys", kids = ?kids, "retired signing keys pruned");
+    }
+    Ok(())
+}
+
+/// A ring from stored keys.
+pub fn stored_ring(stored: &[keys::StoredKey]) -> Result<KeyRing, AuthError> {
+    KeyRing::new(stored.iter().map(keys::ring_key).collect::<Result<Vec<_>, _>>()?)
 }
 
 /// Creates `admin` (role `admin`) when the store has no users.
@@ -126,9 +178,9 @@ impl Application {
     pub async fn build_with_store(settings: Settings, store: Arc<dyn Store>) -> Result<Self, AppError> {
         let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         let hasher = Hasher::new(workers)?;
-        let secret = signing_secret(store.as_ref(), &settings).await?;
-        let tokens = TokenService::new(
-            &secret,
+        let (ring, key_source) = key_ring(store.as_ref(), &settings).await?;
+        let tokens = TokenService::with_ring(
+            ring,
             TokenOptions {
                 issuer: settings.issuer.clone(),
                 audience: settings.audience.clone(),
@@ -157,6 +209,8 @@ impl Application {
             store,
             hasher,
             policies,
+            key_source,
+            key_lock: tokio::sync::Mutex::new(()),
             throttle: crate::auth::throttle::LoginThrottle::new(
                 settings_limit.0,
                 Duration::from_secs(settings_limit.1),
@@ -195,10 +249,14 @@ impl Application {
         // Revoked `jti`s, revoked families and refresh tokens are kept only until they expire.
         let pruner = tokio::spawn({
             let store = store.clone();
+            let state = self.state.clone();
             async move {
                 let mut tick = tokio::time::interval(Duration::from_secs(60));
                 loop {
                     tick.tick().await;
+                    if let Err(e) = prune_keys(&state).await {
+                        tracing::warn!(error = %e, "pruning retired signing keys failed");
+                    }
                     let now = time::OffsetDateTime::now_utc().unix_timestamp();
                     match store.prune_expired(now).await {
                         Ok(0) => {}

@@ -39,6 +39,17 @@ enum Command {
     Policy(PolicyCommand),
     /// Print the OpenAPI document (JSON).
     Openapi,
+    /// Manage generated signing keys while the server is stopped.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Make a new key sign from now on; the old one verifies until its tokens expire.
+    Rotate,
+    /// List the keys (newest last).
+    List,
 }
 
 #[derive(Debug, Subcommand)]
@@ -115,6 +126,14 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 .map_err(|e| e.to_string())?;
             rt.block_on(serve(settings))?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Keys(cmd) => {
+            let settings = Settings::resolve(&cli.settings).map_err(|e| e.to_string())?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            rt.block_on(keys_command(settings, cmd))
         }
         Command::User(cmd) => {
             let settings = Settings::resolve(&cli.settings).map_err(|e| e.to_string())?;
@@ -208,6 +227,30 @@ pub async fn shutdown_signal() {
         _ = term => {},
     }
     tracing::info!("shutting down");
+}
+
+async fn keys_command(settings: Settings, cmd: KeysCommand) -> Result<ExitCode, String> {
+    if settings.jwt_secret.is_some() || settings.jwt_private_key.is_some() {
+        return Err("the signing key comes from `jwt_secret` or `jwt_private_key`; change it there".into());
+    }
+    let store = open_store(&settings)?;
+    let alg = crate::app::algorithm(&settings).map_err(|e| e.to_string())?;
+    let keep = crate::app::key_keep_seconds(&settings);
+    let stored = match cmd {
+        KeysCommand::Rotate => crate::auth::keys::rotate(&store, alg, keep).await,
+        KeysCommand::List => crate::auth::keys::load_or_generate(&store, alg, keep).await,
+    }
+    .map_err(|e| e.to_string())?;
+    println!("{:<24} {:<6} STATUS", "KID", "ALG");
+    for k in &stored {
+        let status = match k.retired_at {
+            None => "signing".to_owned(),
+            Some(t) => format!("retired, verifies until {}", t.saturating_add(keep)),
+        };
+        println!("{:<24} {:<6} {status}", k.kid, k.alg);
+    }
+    store.flush().await.map_err(|e| e.to_string())?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn read_password_stdin() -> Result<String, String> {

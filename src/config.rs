@@ -48,8 +48,14 @@ pub struct Settings {
     pub policies: PathBuf,
     /// HMAC signing key (at least 32 bytes); generated and stored when `None`.
     pub jwt_secret: Option<Secret>,
-    /// JWT algorithm; `HS256` is the one supported now.
+    /// JWT algorithm: `HS256`, `EdDSA`, `ES256` or `RS256`.
     pub jwt_algorithm: String,
+    /// PKCS#8 PEM private key for `EdDSA`, `ES256` or `RS256` (generated and stored when `None`;
+    /// required for `RS256`).
+    pub jwt_private_key: Option<PathBuf>,
+    /// Base URL of this server as clients reach it (for the discovery document); derived from
+    /// the request's `Host` when `None`.
+    pub public_url: Option<String>,
     /// `iss` of issued tokens, required on verify.
     pub issuer: String,
     /// `aud` to issue and require, when set.
@@ -81,6 +87,8 @@ impl Default for Settings {
             policies: PathBuf::from("./policies"),
             jwt_secret: None,
             jwt_algorithm: "HS256".to_owned(),
+            jwt_private_key: None,
+            public_url: None,
             issuer: "gatehouse".to_owned(),
             audience: None,
             access_token_ttl: 900,
@@ -113,9 +121,15 @@ pub struct SettingsArgs {
     /// HMAC signing key, at least 32 bytes [default: generated, kept in the data dir].
     #[arg(long, env = "GATEHOUSE_JWT_SECRET", global = true, hide_env_values = true)]
     pub jwt_secret: Option<String>,
-    /// JWT signing algorithm [default: HS256].
+    /// JWT signing algorithm: HS256, EdDSA, ES256 or RS256 [default: HS256].
     #[arg(long, env = "GATEHOUSE_JWT_ALGORITHM", global = true)]
     pub jwt_algorithm: Option<String>,
+    /// PKCS#8 PEM private key for EdDSA/ES256/RS256 [default: generated, kept in the data dir].
+    #[arg(long, env = "GATEHOUSE_JWT_PRIVATE_KEY", global = true, value_name = "FILE")]
+    pub jwt_private_key: Option<PathBuf>,
+    /// Base URL clients use to reach this server, for the discovery document [default: from Host].
+    #[arg(long, env = "GATEHOUSE_PUBLIC_URL", global = true, value_name = "URL")]
+    pub public_url: Option<String>,
     /// `iss` claim of issued tokens [default: gatehouse].
     #[arg(long, env = "GATEHOUSE_ISSUER", global = true)]
     pub issuer: Option<String>,
@@ -157,6 +171,8 @@ struct FileSettings {
     policies: Option<PathBuf>,
     jwt_secret: Option<String>,
     jwt_algorithm: Option<String>,
+    jwt_private_key: Option<PathBuf>,
+    public_url: Option<String>,
     issuer: Option<String>,
     audience: Option<String>,
     access_token_ttl: Option<u64>,
@@ -221,6 +237,9 @@ impl Settings {
                 .clone()
                 .or(file.jwt_algorithm)
                 .unwrap_or(d.jwt_algorithm),
+            jwt_private_key: args.jwt_private_key.clone().or(file.jwt_private_key),
+            public_url: non_empty(args.public_url.clone().or(file.public_url))
+                .map(|u| u.trim_end_matches('/').to_owned()),
             issuer: args.issuer.clone().or(file.issuer).unwrap_or(d.issuer),
             audience: non_empty(args.audience.clone().or(file.audience)),
             access_token_ttl: args
@@ -261,11 +280,28 @@ impl Settings {
                 return invalid("jwt_secret", "must be at least 32 bytes");
             }
         }
-        if self.jwt_algorithm != "HS256" {
+        if !matches!(self.jwt_algorithm.as_str(), "HS256" | "EdDSA" | "ES256" | "RS256") {
+            return invalid("jwt_algorithm", "use HS256, EdDSA, ES256 or RS256");
+        }
+        if self.jwt_algorithm == "HS256" && self.jwt_private_key.is_some() {
+            return invalid("jwt_private_key", "is for EdDSA, ES256 or RS256; HS256 uses jwt_secret");
+        }
+        if self.jwt_algorithm != "HS256" && self.jwt_secret.is_some() {
             return invalid(
-                "jwt_algorithm",
-                "only `HS256` is supported in this version (EdDSA, ES256 and RS256 are planned)",
+                "jwt_secret",
+                "is for HS256 only; set jwt_algorithm = \"HS256\" or remove it",
             );
+        }
+        if self.jwt_algorithm == "RS256" && self.jwt_private_key.is_none() {
+            return invalid(
+                "jwt_private_key",
+                "RS256 keys are not generated; give a PKCS#8 PEM file",
+            );
+        }
+        if let Some(url) = &self.public_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return invalid("public_url", "must start with http:// or https://");
+            }
         }
         if self.issuer.is_empty() {
             return invalid("issuer", "must not be empty");

@@ -55,6 +55,16 @@ fn alg_name(alg: Algorithm) -> &'static str {
     }
 }
 
+/// An HS256 key from a configured secret; its `kid` is derived from the secret's hash.
+pub fn hmac_key(secret: &[u8]) -> Result<RingKey, AuthError> {
+    if secret.len() < 32 {
+        return Err(AuthError::Internal("the signing key must be at least 32 bytes".into()));
+    }
+    let digest = Sha256::digest(secret);
+    let kid = format!("hs256-{}", &format!("{digest:x}")[..12]);
+    RingKey::new(kid, Algorithm::HS256, secret, None)
+}
+
 /// A key as kept in the store.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StoredKey {

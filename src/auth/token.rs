@@ -5,11 +5,14 @@
 //! and allows `leeway` seconds of clock skew. Each token carries a `kid` derived from the key,
 //! so a token signed by another key is refused before its signature is even checked.
 
-use jsonwebtoken::{decode, decode_header, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use arc_swap::ArcSwap;
+use jsonwebtoken::{decode, decode_header, encode, Algorithm, Header, Validation};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
-use super::AuthError;
+use super::{
+    keys::{hmac_key, KeyRing},
+    AuthError,
+};
 use crate::store::UserRecord;
 
 /// Tokens longer than this are refused unread.
@@ -46,12 +49,11 @@ impl Claims {
     }
 }
 
-/// Signs and verifies access tokens with one key.
+/// Signs access tokens with the active key of a [`KeyRing`] and verifies them with the key
+/// their `kid` names (the ring can be swapped at runtime, for rotation).
 pub struct TokenService {
-    encoding: EncodingKey,
-    decoding: DecodingKey,
-    validation: Validation,
-    kid: String,
+    ring: ArcSwap<KeyRing>,
+    validations: Vec<(Algorithm, Validation)>,
     issuer: String,
     audience: Option<String>,
     ttl: u64,
@@ -60,7 +62,7 @@ pub struct TokenService {
 impl std::fmt::Debug for TokenService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TokenService")
-            .field("kid", &self.kid)
+            .field("kids", &self.ring.load().kids())
             .field("issuer", &self.issuer)
             .finish_non_exhaustive()
     }
@@ -84,53 +86,75 @@ fn now() -> i64 {
 }
 
 impl TokenService {
-    /// An HS256 service over `secret` (at least 32 bytes). Does a sign-and-verify round trip, so
-    /// a broken crypto backend fails here, at startup, and not on the first request.
+    /// An HS256 service over `secret` (at least 32 bytes).
     pub fn new(secret: &[u8], opts: TokenOptions) -> Result<Self, AuthError> {
-        if secret.len() < 32 {
-            return Err(AuthError::Internal("the signing key must be at least 32 bytes".into()));
-        }
-        let encoding = EncodingKey::from_secret(secret).map_err(|e| AuthError::Internal(e.to_string()))?;
-        let decoding = DecodingKey::from_secret(secret).map_err(|e| AuthError::Internal(e.to_string()))?;
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.leeway = opts.leeway;
-        validation.validate_exp = true;
-        validation.validate_nbf = true;
-        validation.set_issuer(&[&opts.issuer]);
-        let mut required = vec!["exp", "iss", "sub"];
-        match &opts.audience {
-            Some(aud) => {
-                validation.set_audience(&[aud]);
-                required.push("aud");
-            }
-            None => validation.validate_aud = false,
-        }
-        validation.set_required_spec_claims(&required);
-        let digest = Sha256::digest(secret);
-        let kid = format!("hs256-{:x}", digest).chars().take(18).collect();
+        Self::with_ring(KeyRing::new(vec![hmac_key(secret)?])?, opts)
+    }
+
+    /// A service over a key ring. Does a sign-and-verify round trip, so a broken crypto backend
+    /// fails here, at startup, and not on the first request.
+    pub fn with_ring(ring: KeyRing, opts: TokenOptions) -> Result<Self, AuthError> {
+        let validations = [Algorithm::HS256, Algorithm::EdDSA, Algorithm::ES256, Algorithm::RS256]
+            .into_iter()
+            .map(|alg| {
+                let mut v = Validation::new(alg);
+                v.leeway = opts.leeway;
+                v.validate_exp = true;
+                v.validate_nbf = true;
+                v.set_issuer(&[&opts.issuer]);
+                let mut required = vec!["exp", "iss", "sub"];
+                match &opts.audience {
+                    Some(aud) => {
+                        v.set_audience(&[aud]);
+                        required.push("aud");
+                    }
+                    None => v.validate_aud = false,
+                }
+                v.set_required_spec_claims(&required);
+                (alg, v)
+            })
+            .collect();
         let service = Self {
-            encoding,
-            decoding,
-            validation,
-            kid,
+            ring: ArcSwap::from_pointee(ring),
+            validations,
             issuer: opts.issuer,
             audience: opts.audience,
             ttl: opts.ttl,
         };
+        service.self_test()?;
+        Ok(service)
+    }
+
+    fn self_test(&self) -> Result<(), AuthError> {
         let probe = UserRecord::new(
             crate::model::Username::parse("selftest").map_err(|e| AuthError::Internal(e.to_string()))?,
             String::new(),
             vec![],
             String::new(),
         );
-        let (token, _) = service.issue(&probe)?;
-        service.verify(&token)?;
-        Ok(service)
+        let (token, _) = self.issue(&probe)?;
+        self.verify(&token)?;
+        Ok(())
     }
 
-    /// The key id carried in the `kid` header.
-    pub fn kid(&self) -> &str {
-        &self.kid
+    /// Replaces the key ring (after a rotation); tokens of keys still in the new ring keep working.
+    pub fn set_ring(&self, ring: KeyRing) -> Result<(), AuthError> {
+        let old = self.ring.swap(std::sync::Arc::new(ring));
+        if let Err(e) = self.self_test() {
+            self.ring.store(old);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// The key ring in force.
+    pub fn ring(&self) -> std::sync::Arc<KeyRing> {
+        self.ring.load_full()
+    }
+
+    /// The key id of the signing key.
+    pub fn kid(&self) -> String {
+        self.ring.load().active().kid.clone()
     }
 
     /// Access-token lifetime in seconds.
@@ -155,9 +179,11 @@ impl TokenService {
             uver: user.token_version.clone(),
             extra,
         };
-        let mut header = Header::new(Algorithm::HS256);
-        header.kid = Some(self.kid.clone());
-        let token = encode(&header, &claims, &self.encoding)
+        let ring = self.ring.load();
+        let key = ring.active();
+        let mut header = Header::new(key.alg);
+        header.kid = Some(key.kid.clone());
+        let token = encode(&header, &claims, key.encoding())
             .map_err(|e| AuthError::Internal(format!("signing failed: {e}")))?;
         Ok((token, self.ttl))
     }
@@ -170,16 +196,28 @@ impl TokenService {
             return Err(invalid("token is too large"));
         }
         let header = decode_header(token).map_err(|_| invalid("malformed token"))?;
-        if header.alg != Algorithm::HS256 {
-            return Err(invalid("token algorithm not accepted"));
-        }
-        if header.jku.is_some() || header.x5u.is_some() || header.jwk.is_some() {
+        if header.jku.is_some() || header.x5u.is_some() || header.jwk.is_some() || header.x5c.is_some() {
             return Err(invalid("token header names a key source; not accepted"));
         }
-        if header.kid.as_deref().is_some_and(|kid| kid != self.kid) {
-            return Err(invalid("token signed by an unknown key"));
+        let ring = self.ring.load();
+        // `kid` is only ever a lookup key. A token without one is checked against the signing key.
+        let key = match header.kid.as_deref() {
+            Some(kid) => ring
+                .find(kid)
+                .ok_or_else(|| invalid("token signed by an unknown key"))?,
+            None => ring.active(),
+        };
+        // The key's algorithm decides; the header must agree, never choose.
+        if header.alg != key.alg {
+            return Err(invalid("token algorithm not accepted"));
         }
-        match decode::<Claims>(token, &self.decoding, &self.validation) {
+        let validation = self
+            .validations
+            .iter()
+            .find(|(alg, _)| *alg == key.alg)
+            .map(|(_, v)| v)
+            .ok_or_else(|| invalid("token algorithm not accepted"))?;
+        match decode::<Claims>(token, &key.decoding, validation) {
             Ok(data) => Ok(data.claims),
             Err(e) => Err(match e.kind() {
                 ErrorKind::ExpiredSignature => invalid("token expired"),
@@ -227,11 +265,9 @@ mod tests {
     }
 
     fn forge(header: serde_json::Value, claims: serde_json::Value, secret: &[u8]) -> String {
-        use sha2::Sha256;
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
         let signing = format!("{}.{}", b64.encode(header.to_string()), b64.encode(claims.to_string()));
         let key = jsonwebtoken::EncodingKey::from_secret(secret).unwrap();
-        let _ = Sha256::digest(b"");
         let sig = jsonwebtoken::crypto::sign(signing.as_bytes(), &key, Algorithm::HS256).unwrap();
         format!("{signing}.{sig}")
     }
