@@ -3,11 +3,13 @@
 //! `Cargo.toml`'s `[[test]]`), files by feature.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod attacks;
 mod cli;
 mod durability;
 #[allow(dead_code)]
 mod helpers;
 mod hot_reload;
+mod keys;
 mod openapi;
 mod policies;
 mod refresh;
