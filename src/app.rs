@@ -176,8 +176,10 @@ impl Application {
 
     /// As [`Application::build`], over a store of the caller's choice.
     pub async fn build_with_store(settings: Settings, store: Arc<dyn Store>) -> Result<Self, AppError> {
-        let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-        let hasher = Hasher::new(workers)?;
+        // Half the cores hash passwords (at least one): a login flood then leaves the other half
+        // to guarded requests, which matter more for a gatekeeper than login throughput.
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        let hasher = Hasher::new((cores / 2).max(1))?;
         let (ring, key_source) = key_ring(store.as_ref(), &settings).await?;
         let tokens = TokenService::with_ring(
             ring,

@@ -1,8 +1,8 @@
 //! Password hashing with argon2id (OWASP parameters: m=19456 KiB, t=2, p=1).
 //!
-//! Hashing costs tens of milliseconds of CPU and ~19 MiB, so the async API runs it on a fixed
-//! pool of threads sized to the CPU count: a login flood queues instead of starving the async
-//! workers or exhausting memory. Unknown users are verified against a dummy
+//! Hashing costs tens of milliseconds of CPU and ~19 MiB, so the async API runs it on a small
+//! fixed pool of threads (the server uses half the cores): a login flood queues instead of
+//! starving the async workers or exhausting memory. Unknown users are verified against a dummy
 //! hash so that their answer takes as long as a wrong password.
 
 use std::sync::Arc;

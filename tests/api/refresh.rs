@@ -240,3 +240,46 @@ fn failed_logins_are_throttled() {
     assert!(!s.login("admin", ADMIN_PW).is_empty(), "another user still logs in");
     assert_eq!(s.get("/resources/notes", &admin).status, 200);
 }
+
+/// While `/token` is hammered by 16 clients logging in, guarded GETs keep answering (each well
+/// under a generous 2 s bound): hashing runs on its own threads, never on the async workers.
+#[test]
+fn guarded_gets_answer_during_a_login_flood() {
+    let s = std::sync::Arc::new(TestServer::start());
+    let admin = s.admin_token();
+    let r = s.post("/resources/notes", &admin, json!({"title": "t"}));
+    let path = format!("/resources/notes/{}", r.json()["id"].as_str().unwrap());
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flooders: Vec<_> = (0..16)
+        .map(|_| {
+            let (s, stop) = (s.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut logins = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let r = s.token_form(&[
+                        ("grant_type", "password"),
+                        ("username", "admin"),
+                        ("password", ADMIN_PW),
+                    ]);
+                    assert_eq!(r.status, 200, "{r:?}");
+                    logins += 1;
+                }
+                logins
+            })
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let mut slowest = std::time::Duration::ZERO;
+    for _ in 0..50 {
+        let start = std::time::Instant::now();
+        assert_eq!(s.get(&path, &admin).status, 200);
+        slowest = slowest.max(start.elapsed());
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let logins: usize = flooders.into_iter().map(|h| h.join().unwrap()).sum();
+    assert!(logins > 0);
+    assert!(
+        slowest < std::time::Duration::from_secs(2),
+        "slowest guarded GET {slowest:?} during {logins} logins"
+    );
+}
