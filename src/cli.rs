@@ -313,7 +313,7 @@ async fn user(settings: Settings, cmd: UserCommand) -> Result<ExitCode, String> 
                     let roles: Vec<&str> = u.roles.iter().map(|r| r.as_str()).collect();
                     println!(
                         "{:<32} {:<9} {}",
-                        u.username,
+                        u.username.as_str(),
                         if u.disabled { "disabled" } else { "active" },
                         roles.join(",")
                     );

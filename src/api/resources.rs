@@ -102,6 +102,9 @@ fn now_rfc3339() -> String {
 fn known_kind(set: &PolicySet, kind: &str) -> Result<Kind, ApiError> {
     match Kind::parse(kind) {
         Ok(k) if set.has(k.as_str()) => Ok(k),
+        Ok(k) if set.status().iter().any(|s| s.name == k.as_str()) => Err(ApiError::not_found(format!(
+            "no resource kind `{k}`: policies/{k}.rhai has never compiled; GET /policies shows its error"
+        ))),
         _ => Err(ApiError::not_found(format!(
             "no resource kind `{}`: a kind exists while policies/<kind>.rhai does",
             kind.chars().take(64).collect::<String>()

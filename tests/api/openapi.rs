@@ -200,6 +200,12 @@ fn security_scheme_is_oauth2_password_flow() {
         "one oauth2 password-flow scheme with tokenUrl /token: {schemes:?}"
     );
     let name = oauth[0];
+    // OpenAPI 3.0 requires `scopes` on every OAuth flow, even when empty (poem-openapi drops it).
+    assert_eq!(
+        schemes[name.as_str()]["flows"]["password"]["scopes"],
+        serde_json::json!({}),
+        "{schemes:?}"
+    );
     for (path, method, op) in operations(&spec) {
         if !is_protected(&spec, &op) {
             continue;
