@@ -50,8 +50,7 @@ pub struct Settings {
     pub jwt_secret: Option<Secret>,
     /// JWT algorithm: `HS256`, `EdDSA`, `ES256` or `RS256`.
     pub jwt_algorithm: String,
-    /// PKCS#8 PEM private key for `EdDSA`, `ES256` or `RS256` (generated and stored when `None`;
-    /// required for `RS256`).
+    /// PKCS#8 PEM private key for `EdDSA`, `ES256` or `RS256` (generated and stored when `None`).
     pub jwt_private_key: Option<PathBuf>,
     /// Base URL of this server as clients reach it (for the discovery document); derived from
     /// the request's `Host` when `None`.
@@ -290,12 +289,6 @@ impl Settings {
             return invalid(
                 "jwt_secret",
                 "is for HS256 only; set jwt_algorithm = \"HS256\" or remove it",
-            );
-        }
-        if self.jwt_algorithm == "RS256" && self.jwt_private_key.is_none() {
-            return invalid(
-                "jwt_private_key",
-                "RS256 keys are not generated; give a PKCS#8 PEM file",
             );
         }
         if let Some(url) = &self.public_url {

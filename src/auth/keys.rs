@@ -72,7 +72,8 @@ pub struct StoredKey {
     pub kid: String,
     /// `HS256`, `EdDSA`, `ES256` or `RS256`.
     pub alg: String,
-    /// Base64 of the HMAC secret, or of the PKCS#8 DER private key.
+    /// Base64 of the HMAC secret, or of the private key: PKCS#8 DER (EdDSA, ES256) or PKCS#1
+    /// DER (RS256).
     pub material: String,
     /// Unix seconds.
     pub created_at: i64,
@@ -91,7 +92,7 @@ const P256_PKCS8_PREFIX: [u8; 35] = [
     0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x04, 0x27, 0x30, 0x25, 0x02, 0x01, 0x01, 0x04, 0x20,
 ];
 
-/// Generates a new key. RS256 keys cannot be generated here: give one as a PEM file.
+/// Generates a new key (RS256: 2048-bit RSA).
 pub fn generate(alg: Algorithm) -> Result<StoredKey, AuthError> {
     let mut random = [0u8; 48];
     rand::rng().fill_bytes(&mut random);
@@ -103,12 +104,13 @@ pub fn generate(alg: Algorithm) -> Result<StoredKey, AuthError> {
             // the round trip below rejects such a key and the caller may retry.
             [&P256_PKCS8_PREFIX[..], &random[..32]].concat()
         }
-        _ => {
-            return Err(AuthError::Internal(format!(
-                "cannot generate {} keys; give a PKCS#8 PEM private key with `jwt_private_key`",
-                alg_name(alg)
-            )))
+        Algorithm::RS256 => {
+            // jsonwebtoken's `from_rsa_der` takes PKCS#1 (RSAPrivateKey), not PKCS#8.
+            use rsa::pkcs1::EncodeRsaPrivateKey as _;
+            let key = rsa::PrivateKey::new(&mut getrandom::SysRng, 2048).map_err(internal)?;
+            key.to_pkcs1_der().map_err(internal)?.as_bytes().to_vec()
         }
+        other => return Err(AuthError::Internal(format!("cannot generate {other:?} keys"))),
     };
     let digest = Sha256::digest(&material);
     let kid = format!("{}-{}", alg_name(alg).to_lowercase(), &format!("{digest:x}")[..12]);
@@ -343,7 +345,7 @@ mod tests {
 
     #[test]
     fn generated_keys_sign_and_publish() {
-        for alg in [Algorithm::HS256, Algorithm::EdDSA, Algorithm::ES256] {
+        for alg in [Algorithm::HS256, Algorithm::EdDSA, Algorithm::ES256, Algorithm::RS256] {
             let mut key = generate(alg).unwrap();
             let mut ring = ring_key(&key);
             for _ in 0..8 {
@@ -368,7 +370,10 @@ mod tests {
     }
 
     #[test]
-    fn rs256_is_not_generated() {
-        assert!(generate(Algorithm::RS256).is_err());
+    fn rs256_is_generated() {
+        let key = ring_key(&generate(Algorithm::RS256).unwrap()).unwrap();
+        let jwks = KeyRing::new(vec![key]).unwrap().jwks();
+        let json = serde_json::to_string(&jwks).unwrap();
+        assert!(json.contains("\"kty\":\"RSA\""), "{json}");
     }
 }

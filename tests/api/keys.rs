@@ -221,3 +221,47 @@ fn eddsa_server_refuses_algorithm_confusion() {
     );
     assert_eq!(s.get("/resources/notes", &none).status, 401);
 }
+
+/// RS256 with a generated 2048-bit key works end to end.
+#[test]
+fn rs256_generated_key_works() {
+    let s = server_with("RS256");
+    let t = s.admin_token();
+    assert_eq!(header_of(&t)["alg"], "RS256");
+    assert_eq!(s.get("/resources/notes", &t).status, 200);
+    let jwks = s.raw("GET", "/.well-known/jwks.json", &[], None).json();
+    assert_eq!(jwks["keys"][0]["kty"], "RSA", "{jwks}");
+}
+
+/// A retired key leaves (JWKS and verification) once every token it signed has expired:
+/// with a 1 s token lifetime and no leeway, a key rotated out is gone after a restart 2 s later.
+#[test]
+fn retired_key_leaves_after_its_tokens_expire() {
+    let mut s = TestServer::start_with(
+        Some(&shipped_policies()),
+        &[
+            ("GATEHOUSE_JWT_SECRET", ""),
+            ("GATEHOUSE_JWT_ALGORITHM", "EdDSA"),
+            ("GATEHOUSE_ACCESS_TOKEN_TTL", "1"),
+            ("GATEHOUSE_LEEWAY", "0"),
+        ],
+    );
+    let t = s.admin_token();
+    let kid1 = header_of(&t)["kid"].as_str().unwrap().to_owned();
+    let r = s.req("POST", "/keys/rotate", Some(&t), None);
+    assert_eq!(r.status, 200, "{r:?}");
+    let jwks = s.raw("GET", "/.well-known/jwks.json", &[], None).json();
+    assert_eq!(jwks["keys"].as_array().unwrap().len(), 2, "{jwks}");
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    s.stop();
+    s.spawn();
+    let jwks = s.raw("GET", "/.well-known/jwks.json", &[], None).json();
+    let kids: Vec<&str> = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|k| k["kid"].as_str())
+        .collect();
+    assert_eq!(kids.len(), 1, "{jwks}");
+    assert_ne!(kids[0], kid1);
+}
