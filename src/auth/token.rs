@@ -218,7 +218,14 @@ impl TokenService {
             .map(|(_, v)| v)
             .ok_or_else(|| invalid("token algorithm not accepted"))?;
         match decode::<Claims>(token, &key.decoding, validation) {
-            Ok(data) => Ok(data.claims),
+            Ok(data) => {
+                // A token "issued" in the future was not issued by us (or our clock is off).
+                let skew = i64::try_from(validation.leeway).unwrap_or(i64::MAX);
+                if data.claims.iat > now().saturating_add(skew) {
+                    return Err(invalid("token issued in the future"));
+                }
+                Ok(data.claims)
+            }
             Err(e) => Err(match e.kind() {
                 ErrorKind::ExpiredSignature => invalid("token expired"),
                 ErrorKind::ImmatureSignature => invalid("token not yet valid"),
@@ -297,6 +304,18 @@ mod tests {
         );
         let err = s.verify(&t).unwrap_err().to_string();
         assert!(err.contains("not yet valid"), "{err}");
+    }
+
+    #[test]
+    fn issued_in_the_future_is_refused() {
+        let s = service(30);
+        let now = now();
+        let t = forge(
+            serde_json::json!({"alg":"HS256","typ":"JWT"}),
+            serde_json::json!({"sub":"ann","roles":[],"iat":now+3600,"exp":now+7200,"iss":"gatehouse","jti":"x"}),
+            SECRET,
+        );
+        assert!(s.verify(&t).unwrap_err().to_string().contains("future"));
     }
 
     #[test]
