@@ -231,6 +231,20 @@ fn rs256_generated_key_works() {
     assert_eq!(s.get("/resources/notes", &t).status, 200);
     let jwks = s.raw("GET", "/.well-known/jwks.json", &[], None).json();
     assert_eq!(jwks["keys"][0]["kty"], "RSA", "{jwks}");
+    // HS/RS confusion: an HS256 token "signed" with the published public key material.
+    let kid = header_of(&t)["kid"].as_str().unwrap().to_owned();
+    let claims = token_payload(&t);
+    let n = jwks["keys"][0]["n"].as_str().unwrap().to_owned();
+    for secret in [
+        n.as_bytes(),
+        jwks.to_string().as_bytes(),
+        jwks["keys"][0].to_string().as_bytes(),
+    ] {
+        let forged = forge(&json!({"alg": "HS256", "kid": kid}), &claims, secret);
+        s.get("/resources/notes", &forged).assert_problem(401);
+        let forged = forge(&json!({"alg": "HS256"}), &claims, secret);
+        s.get("/resources/notes", &forged).assert_problem(401);
+    }
 }
 
 /// A retired key leaves (JWKS and verification) once every token it signed has expired:
