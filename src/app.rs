@@ -123,9 +123,11 @@ async fn prune_keys(state: &AppState) -> Result<(), AuthError> {
     )
     .await?;
     let kids: Vec<String> = stored.iter().map(|k| k.kid.clone()).collect();
-    if kids != state.auth.tokens().ring().kids() {
+    let before = state.auth.tokens().ring().kids();
+    if kids != before {
         state.auth.tokens().set_ring(stored_ring(&stored)?)?;
-        tracing::info!(target: "gatehouse::keys", kids = ?kids, "retired signing keys pruned");
+        let removed: Vec<&String> = before.iter().filter(|k| !kids.contains(k)).collect();
+        tracing::info!(target: "gatehouse::keys", removed = ?removed, "retired signing keys dropped: their tokens have expired");
     }
     Ok(())
 }
@@ -170,6 +172,10 @@ pub async fn bootstrap_admin(
 impl Application {
     /// Opens everything and binds the listener. Must run inside a multi-threaded tokio runtime.
     pub async fn build(settings: Settings) -> Result<Self, AppError> {
+        // A configured key that cannot be used must fail before anything is written to disk.
+        if let Some(path) = &settings.jwt_private_key {
+            keys::RingKey::from_pem_file(path, algorithm(&settings)?)?;
+        }
         let store: Arc<dyn Store> = Arc::new(SledStore::open(&settings.data_dir)?);
         Self::build_with_store(settings, store).await
     }

@@ -48,6 +48,9 @@ pub enum AuthError {
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A configured key cannot be used.
+    #[error("{0}")]
+    Config(String),
     /// Hashing or signing failed unexpectedly.
     #[error("internal error: {0}")]
     Internal(String),

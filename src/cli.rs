@@ -233,12 +233,15 @@ async fn keys_command(settings: Settings, cmd: KeysCommand) -> Result<ExitCode, 
     if settings.jwt_secret.is_some() || settings.jwt_private_key.is_some() {
         return Err("the signing key comes from `jwt_secret` or `jwt_private_key`; change it there".into());
     }
+    if matches!(cmd, KeysCommand::List) && !settings.data_dir.join("db").exists() {
+        return Err(format!("no database in `{}`", settings.data_dir.display()));
+    }
     let store = open_store(&settings)?;
     let alg = crate::app::algorithm(&settings).map_err(|e| e.to_string())?;
     let keep = crate::app::key_keep_seconds(&settings);
     let stored = match cmd {
         KeysCommand::Rotate => crate::auth::keys::rotate(&store, alg, keep).await,
-        KeysCommand::List => crate::auth::keys::load_or_generate(&store, alg, keep).await,
+        KeysCommand::List => crate::auth::keys::load(&store).await,
     }
     .map_err(|e| e.to_string())?;
     println!("{:<24} {:<6} STATUS", "KID", "ALG");
@@ -266,7 +269,7 @@ fn read_password_stdin() -> Result<String, String> {
 fn open_store(settings: &Settings) -> Result<SledStore, String> {
     SledStore::open(&settings.data_dir).map_err(|e| match e {
         StoreError::Locked(dir) => format!(
-            "the data directory `{dir}` is in use by a running gatehouse server; stop the server first, or manage users through its HTTP API (/users)"
+            "the data directory `{dir}` is in use by a running gatehouse server; stop the server first, or use its HTTP API (/users, /keys/rotate)"
         ),
         other => other.to_string(),
     })

@@ -20,6 +20,7 @@ pub const KEYS_POLICY: &str = "_keys";
 
 /// One public key (RFC 7517). Which members are present depends on `kty`.
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct JwkView {
     /// Key type: `OKP` (Ed25519), `EC` (P-256) or `RSA`.
     pub kty: String,

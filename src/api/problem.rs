@@ -164,7 +164,7 @@ impl From<AuthError> for ApiError {
             AuthError::InvalidGrant(msg) => Self::bad_request(msg),
             AuthError::WeakPassword(msg) => Self::bad_request(msg),
             AuthError::Store(s) => s.into(),
-            AuthError::Internal(msg) => Self::internal(&msg),
+            AuthError::Internal(msg) | AuthError::Config(msg) => Self::internal(&msg),
         }
     }
 }

@@ -162,11 +162,15 @@ impl RingKey {
 
     /// Builds a key from a PKCS#8 PEM private key file.
     pub fn from_pem_file(path: &Path, alg: Algorithm) -> Result<Self, AuthError> {
-        let pem = std::fs::read(path)
-            .map_err(|e| AuthError::Internal(format!("cannot read jwt_private_key `{}`: {e}", path.display())))?;
-        let bad = |e: jsonwebtoken::errors::Error| {
-            AuthError::Internal(format!(
-                "`{}` is not a PKCS#8 {} private key: {e}",
+        let pem = std::fs::read(path).map_err(|e| {
+            AuthError::Config(format!(
+                "invalid setting `jwt_private_key`: cannot read `{}`: {e}",
+                path.display()
+            ))
+        })?;
+        let bad = |_: jsonwebtoken::errors::Error| {
+            AuthError::Config(format!(
+                "invalid setting `jwt_private_key`: `{}` is not a PKCS#8 PEM {} private key",
                 path.display(),
                 alg_name(alg)
             ))
@@ -176,7 +180,7 @@ impl RingKey {
             Algorithm::ES256 => EncodingKey::from_ec_pem(&pem).map_err(bad)?,
             Algorithm::RS256 => EncodingKey::from_rsa_pem(&pem).map_err(bad)?,
             _ => {
-                return Err(AuthError::Internal(
+                return Err(AuthError::Config(
                     "jwt_private_key needs jwt_algorithm EdDSA, ES256 or RS256".into(),
                 ))
             }
@@ -279,14 +283,9 @@ impl KeyRing {
 /// the active key has algorithm `alg` (generating one and retiring the old when not).
 /// Returns the keys to use (and stores any change).
 pub async fn load_or_generate(store: &dyn Store, alg: Algorithm, keep: i64) -> Result<Vec<StoredKey>, AuthError> {
-    let stored = store.get_meta(META_KEY).await?;
-    let mut keys: Vec<StoredKey> = match stored {
-        Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| internal(format!("stored keys are corrupt: {e}")))?,
-        None => vec![],
-    };
+    let mut keys = load(store).await?;
     let before = keys.len();
-    let now = now();
-    keys.retain(|k| k.retired_at.is_none_or(|t| t.saturating_add(keep) > now));
+    prune(&mut keys, keep);
     let mut changed = keys.len() != before;
     let active_alg_ok = keys
         .iter()
@@ -302,6 +301,20 @@ pub async fn load_or_generate(store: &dyn Store, alg: Algorithm, keep: i64) -> R
         store.put_meta(META_KEY, &bytes).await?;
     }
     Ok(keys)
+}
+
+/// The stored keys as they are (nothing generated, pruned or written).
+pub async fn load(store: &dyn Store) -> Result<Vec<StoredKey>, AuthError> {
+    match store.get_meta(META_KEY).await? {
+        Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| internal(format!("stored keys are corrupt: {e}"))),
+        None => Ok(vec![]),
+    }
+}
+
+/// Drops retired keys whose tokens have all expired (`keep` seconds after retirement).
+fn prune(keys: &mut Vec<StoredKey>, keep: i64) {
+    let now = now();
+    keys.retain(|k| k.retired_at.is_none_or(|t| t.saturating_add(keep) > now));
 }
 
 /// Retires the active key and appends a new one of `alg`.
@@ -325,7 +338,8 @@ fn rotate_in(keys: &mut Vec<StoredKey>, alg: Algorithm) -> Result<(), AuthError>
 
 /// Rotates the stored keys: a new key of `alg` signs from now on. Returns the new key list.
 pub async fn rotate(store: &dyn Store, alg: Algorithm, keep: i64) -> Result<Vec<StoredKey>, AuthError> {
-    let mut keys = load_or_generate(store, alg, keep).await?;
+    let mut keys = load(store).await?;
+    prune(&mut keys, keep);
     rotate_in(&mut keys, alg)?;
     let bytes = serde_json::to_vec(&keys).map_err(internal)?;
     store.put_meta(META_KEY, &bytes).await?;

@@ -279,3 +279,70 @@ fn retired_key_leaves_after_its_tokens_expire() {
     assert_eq!(kids.len(), 1, "{jwks}");
     assert_ne!(kids[0], kid1);
 }
+
+/// `keys list` only reads: it never generates, retires or prunes keys, whatever the settings.
+#[test]
+fn cli_keys_list_is_read_only() {
+    let mut s = server_with("EdDSA");
+    let t = s.admin_token();
+    let kid = header_of(&t)["kid"].as_str().unwrap().to_owned();
+    s.stop();
+    let data = s.data.to_str().unwrap().to_owned();
+    for _ in 0..2 {
+        // Even with another algorithm configured, listing changes nothing.
+        let out = s.cli(&["keys", "list", "--data-dir", &data, "--jwt-algorithm", "ES256"], None);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains(&kid) && text.contains("signing") && !text.contains("es256"),
+            "{text}"
+        );
+    }
+    let missing = s.dir.path().join("nowhere");
+    let out = s.cli(&["keys", "list", "--data-dir", missing.to_str().unwrap()], None);
+    assert!(!out.status.success());
+    assert!(!missing.exists(), "listing must not create a database");
+    s.spawn();
+    assert_eq!(s.get("/resources/notes", &t).status, 200);
+}
+
+/// JWKS entries carry only the members of their key type (no `null`s), and a key file that is
+/// not a key fails the start with a plain message, before anything is written.
+#[test]
+fn jwks_members_and_bad_key_file() {
+    let s = server_with("ES256");
+    let jwks = s.raw("GET", "/.well-known/jwks.json", &[], None).json();
+    let key = jwks["keys"][0].as_object().unwrap();
+    assert!(key.values().all(|v| !v.is_null()), "{jwks}");
+    assert!(!key.contains_key("n") && !key.contains_key("e"), "{jwks}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let not_a_key = dir.path().join("key.pem");
+    std::fs::write(&not_a_key, "hello").unwrap();
+    let data = dir.path().join("data");
+    let out = cli(
+        &[],
+        &[
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--policies",
+            shipped_policies().to_str().unwrap(),
+            "--jwt-algorithm",
+            "EdDSA",
+            "--jwt-private-key",
+            not_a_key.to_str().unwrap(),
+        ],
+        None,
+        dir.path(),
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("jwt_private_key") && !err.contains("internal error") && !err.contains("panicked"),
+        "{err}"
+    );
+    assert!(!data.exists(), "a failed start must not create the database");
+}
