@@ -60,7 +60,7 @@ pub async fn redeem_refresh(store: &dyn Store, token: &str) -> Result<(UserRecor
         store.revoke_family(&rec.family, rec.expires_at).await?;
         tracing::warn!(target: "gatehouse::auth", user = %rec.username, "refresh token reused: its family is revoked");
         return Err(invalid(
-            "refresh token already used; every token of this login is now revoked",
+            "refresh token already used; every refresh token of this login is now revoked",
         ));
     }
     if store.is_family_revoked(&rec.family).await? {
