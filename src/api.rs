@@ -163,7 +163,7 @@ pub fn routes(state: Arc<AppState>) -> impl Endpoint {
         .at("/openapi.json", spec_endpoint(spec_json(), "application/json"))
         .at("/openapi.yaml", spec_endpoint(spec_yaml(), "application/x-yaml"))
         .nest("/", svc)
-        .around(move |ep, req| limit_body(ep, req, max_body))
+        .around(move |ep, req| guard_request(ep, req, max_body))
         .data(state)
         .catch_all_error(problem::catch_all)
 }
@@ -172,9 +172,10 @@ fn spec_endpoint(body: String, content_type: &'static str) -> impl Endpoint {
     poem::endpoint::make_sync(move |_| Response::builder().content_type(content_type).body(body.clone()))
 }
 
-/// Refuses bodies over the limit with 413 (before any handler reads them), whether or not a
-/// `Content-Length` was sent.
-async fn limit_body<E: Endpoint>(ep: Arc<E>, mut req: Request, max: usize) -> poem::Result<Response> {
+/// Checks every request before routing: refuses two `Authorization` headers (400) and bodies
+/// over the limit (413, before any handler reads them, whether or not a `Content-Length` was
+/// sent).
+async fn guard_request<E: Endpoint>(ep: Arc<E>, mut req: Request, max: usize) -> poem::Result<Response> {
     // Two `Authorization` headers are ambiguous: refuse rather than pick one (fail closed).
     if req.headers().get_all(poem::http::header::AUTHORIZATION).iter().count() > 1 {
         return Ok(ApiError::bad_request("send at most one `Authorization` header").into_response());

@@ -210,7 +210,10 @@ impl Application {
         // Last of the fallible steps, so that a start that fails (busy port, missing policy
         // directory) never creates an admin whose generated password nobody saw.
         let admin = bootstrap_admin(store.as_ref(), &hasher, &settings).await?;
-        let settings_limit = (settings.login_failure_limit, settings.login_failure_window);
+        let throttle = crate::auth::throttle::LoginThrottle::new(
+            settings.login_failure_limit,
+            Duration::from_secs(settings.login_failure_window),
+        );
         let state = Arc::new(AppState {
             auth: Authenticator::new(Arc::new(tokens), store.clone()),
             settings,
@@ -219,10 +222,7 @@ impl Application {
             policies,
             key_source,
             key_lock: tokio::sync::Mutex::new(()),
-            throttle: crate::auth::throttle::LoginThrottle::new(
-                settings_limit.0,
-                Duration::from_secs(settings_limit.1),
-            ),
+            throttle,
         });
         Ok(Self {
             listener,

@@ -164,6 +164,27 @@ fn path_user(name: &str) -> Result<Username, ApiError> {
     Username::parse(name).map_err(|_| ApiError::not_found("no such user"))
 }
 
+/// The stored user named in the path, or 404.
+async fn stored_user(state: &AppState, name: &Username) -> Result<UserRecord, ApiError> {
+    state
+        .store
+        .get_user(name)
+        .await?
+        .ok_or_else(|| ApiError::not_found("no such user"))
+}
+
+/// The `resource` a user is to `_users.rhai`: `id` and `owner` are the user name.
+fn user_target<'a>(name: &'a Username, data: &'a Value) -> Target<'a> {
+    Target::new(USERS_POLICY, Some(name.as_str()), Some(name.as_str()), data)
+}
+
+/// Stores `new` in place of `old` (409 if it changed meanwhile), stamping `updated_at`.
+async fn save_user(state: &AppState, old: &UserRecord, mut new: UserRecord) -> Result<UserRecord, ApiError> {
+    new.updated_at = now_rfc3339();
+    state.store.update_user(old, &new).await?;
+    Ok(new)
+}
+
 /// The user endpoints.
 pub struct UserApi;
 
@@ -278,29 +299,20 @@ impl UserApi {
         let set = state.policies.snapshot();
         let claims = auth.0.claims.to_json();
         let user = state.store.get_user(&name).await?;
-        let Some(user) = user else {
-            // Decide as for a record owned by that name, so that a caller who may not read it
-            // cannot probe which users exist.
-            let data = json!({"username": name.as_str()});
-            authorize(
-                &set,
-                USERS_POLICY,
-                &claims,
-                Action::Read,
-                Target::new(USERS_POLICY, Some(name.as_str()), Some(name.as_str()), &data),
-                req,
-            )?;
-            return Err(ApiError::not_found("no such user"));
-        };
-        let data = as_value(&user);
+        // A missing user is decided as a record owned by that name, so that a caller who may
+        // not read it cannot probe which users exist (403 either way).
+        let data = user
+            .as_ref()
+            .map_or_else(|| json!({"username": name.as_str()}), as_value);
         authorize(
             &set,
             USERS_POLICY,
             &claims,
             Action::Read,
-            Target::new(USERS_POLICY, Some(name.as_str()), Some(name.as_str()), &data),
+            user_target(&name, &data),
             req,
         )?;
+        let user = user.ok_or_else(|| ApiError::not_found("no such user"))?;
         Ok(Json((&user).into()))
     }
 
@@ -328,11 +340,7 @@ impl UserApi {
         }
         let set = state.policies.snapshot();
         let claims = auth.0.claims.to_json();
-        let old = state
-            .store
-            .get_user(&name)
-            .await?
-            .ok_or_else(|| ApiError::not_found("no such user"))?;
+        let old = stored_user(&state, &name).await?;
         let mut new = old.clone();
         let mut changes = Vec::new();
         if let Some(roles) = roles {
@@ -349,7 +357,7 @@ impl UserApi {
         let data = as_value(&new);
         let old_data = as_value(&old);
         let extra = json!({ "changes": changes });
-        let mut target = Target::new(USERS_POLICY, Some(name.as_str()), Some(name.as_str()), &data);
+        let mut target = user_target(&name, &data);
         target.old = Some(&old_data);
         target.extra = Some(&extra);
         authorize(&set, USERS_POLICY, &claims, Action::Update, target, req)?;
@@ -359,8 +367,7 @@ impl UserApi {
         if new.password_hash != old.password_hash || new.roles != old.roles || (new.disabled && !old.disabled) {
             new.token_version = new_token_version();
         }
-        new.updated_at = now_rfc3339();
-        state.store.update_user(&old, &new).await?;
+        let new = save_user(&state, &old, new).await?;
         tracing::info!(target: "gatehouse::users", user = %name, by = %auth.0.username, changes = ?changes, "user changed");
         Ok(Json((&new).into()))
     }
@@ -387,21 +394,18 @@ impl UserApi {
         let name = path_user(&username)?;
         let set = state.policies.snapshot();
         let claims = auth.0.claims.to_json();
-        let old = state
-            .store
-            .get_user(&name)
-            .await?
-            .ok_or_else(|| ApiError::not_found("no such user"))?;
+        let old = stored_user(&state, &name).await?;
         let data = as_value(&old);
         let extra = json!({ "changes": ["tokens"] });
-        let mut target = Target::new(USERS_POLICY, Some(name.as_str()), Some(name.as_str()), &data);
+        let mut target = user_target(&name, &data);
         target.old = Some(&data);
         target.extra = Some(&extra);
         authorize(&set, USERS_POLICY, &claims, Action::Update, target, req)?;
-        let mut new = old.clone();
-        new.token_version = new_token_version();
-        new.updated_at = now_rfc3339();
-        state.store.update_user(&old, &new).await?;
+        let new = UserRecord {
+            token_version: new_token_version(),
+            ..old.clone()
+        };
+        save_user(&state, &old, new).await?;
         tracing::info!(target: "gatehouse::users", user = %name, by = %auth.0.username, "all tokens revoked");
         Ok(RevokedTokens::Revoked)
     }
@@ -421,18 +425,14 @@ impl UserApi {
         let name = path_user(&username)?;
         let set = state.policies.snapshot();
         let claims = auth.0.claims.to_json();
-        let user = state
-            .store
-            .get_user(&name)
-            .await?
-            .ok_or_else(|| ApiError::not_found("no such user"))?;
+        let user = stored_user(&state, &name).await?;
         let data = as_value(&user);
         authorize(
             &set,
             USERS_POLICY,
             &claims,
             Action::Delete,
-            Target::new(USERS_POLICY, Some(name.as_str()), Some(name.as_str()), &data),
+            user_target(&name, &data),
             req,
         )?;
         if !state.store.delete_user(&name).await? {

@@ -239,43 +239,47 @@ impl RingKey {
 /// The keys in force: one active (signing) key and any retired ones still verifying.
 #[derive(Debug)]
 pub struct KeyRing {
-    keys: Vec<RingKey>,
+    /// Older keys that still verify, oldest first.
+    retired: Vec<RingKey>,
+    /// The key that signs.
+    active: RingKey,
 }
 
 impl KeyRing {
-    /// A ring from keys; the last non-retired one signs.
-    pub fn new(keys: Vec<RingKey>) -> Result<Self, AuthError> {
-        if !keys.iter().any(|k| k.retired_at.is_none()) {
-            return Err(AuthError::Internal("no active signing key".into()));
-        }
-        Ok(Self { keys })
+    /// A ring from keys, oldest first; the last non-retired one signs.
+    pub fn new(mut keys: Vec<RingKey>) -> Result<Self, AuthError> {
+        let pos = keys
+            .iter()
+            .rposition(|k| k.retired_at.is_none())
+            .ok_or_else(|| AuthError::Internal("no active signing key".into()))?;
+        let active = keys.remove(pos);
+        Ok(Self { retired: keys, active })
     }
 
     /// The signing key.
     pub fn active(&self) -> &RingKey {
-        // INVARIANT: `new` checked that one key is not retired.
-        self.keys
-            .iter()
-            .rev()
-            .find(|k| k.retired_at.is_none())
-            .unwrap_or(&self.keys[self.keys.len() - 1])
+        &self.active
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &RingKey> {
+        self.retired.iter().chain(std::iter::once(&self.active))
     }
 
     /// The key with this id, if it still verifies.
     pub fn find(&self, kid: &str) -> Option<&RingKey> {
-        self.keys.iter().find(|k| k.kid == kid)
+        self.iter().find(|k| k.kid == kid)
     }
 
     /// Public keys (JWKS, RFC 7517); HMAC keys are never published.
     pub fn jwks(&self) -> JwkSet {
         JwkSet {
-            keys: self.keys.iter().filter_map(|k| k.jwk.clone()).collect(),
+            keys: self.iter().filter_map(|k| k.jwk.clone()).collect(),
         }
     }
 
     /// Key ids, newest last.
     pub fn kids(&self) -> Vec<String> {
-        self.keys.iter().map(|k| k.kid.clone()).collect()
+        self.iter().map(|k| k.kid.clone()).collect()
     }
 }
 

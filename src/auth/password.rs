@@ -55,7 +55,7 @@ type Job = Box<dyn FnOnce() + Send>;
 /// concurrency and the memory; extra requests queue.
 #[derive(Clone)]
 pub struct Hasher {
-    jobs: Arc<std::sync::Mutex<std::sync::mpsc::Sender<Job>>>,
+    jobs: std::sync::mpsc::Sender<Job>,
     dummy: Arc<str>,
 }
 
@@ -88,7 +88,7 @@ impl Hasher {
                 .map_err(|e| AuthError::Internal(format!("cannot start hashing threads: {e}")))?;
         }
         Ok(Self {
-            jobs: Arc::new(std::sync::Mutex::new(tx)),
+            jobs: tx,
             dummy: hash_blocking("gatehouse-timing-equaliser")?.into(),
         })
     }
@@ -99,8 +99,6 @@ impl Hasher {
             let _ = tx.send(f());
         });
         self.jobs
-            .lock()
-            .map_err(|_| AuthError::Internal("hashing pool poisoned".into()))?
             .send(job)
             .map_err(|_| AuthError::Internal("hashing pool stopped".into()))?;
         rx.await.map_err(|_| AuthError::Internal("hashing job lost".into()))

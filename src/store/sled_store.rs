@@ -390,7 +390,9 @@ mod tests {
         assert!(s.delete_doc(&newer).await.unwrap());
     }
 
-    /// Many concurrent large writers must all be answered (sled's `flush_async` could stall).
+    /// Many concurrent large writers all finish. (This does not reproduce the `flush_async`
+    /// stall, which needed concurrent conflicting updates over HTTP; the black-box test
+    /// `resources::concurrent_writes_never_hang` does.)
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_large_writes_all_finish() {
         let dir = tempfile::tempdir().unwrap();

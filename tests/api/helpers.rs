@@ -195,8 +195,20 @@ impl TestServer {
         format!("{}{}", self.base, path)
     }
 
-    /// Any request; `body` is sent as is with `content_type`.
+    /// Any request; `body` is sent as is with `content_type`. Panics on a transport error.
     pub fn raw(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Option<(&str, &[u8])>) -> Resp {
+        self.try_raw(method, path, headers, body)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Any request; a transport error (refused, reset, timed out) is an `Err`, not a panic.
+    pub fn try_raw(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<(&str, &[u8])>,
+    ) -> Result<Resp, String> {
         let mut r = self.agent.request(method, &self.url(path));
         for (k, v) in headers {
             r = r.set(k, v);
@@ -208,7 +220,7 @@ impl TestServer {
         let resp = match result {
             Ok(resp) => resp,
             Err(ureq::Error::Status(_, resp)) => resp,
-            Err(e) => panic!("{method} {path}: {e}"),
+            Err(e) => return Err(format!("{method} {path}: {e}")),
         };
         let status = resp.status();
         let headers = resp
@@ -216,8 +228,8 @@ impl TestServer {
             .into_iter()
             .filter_map(|n| resp.header(&n).map(|v| (n.clone(), v.to_owned())))
             .collect();
-        let body = resp.into_string().unwrap_or_default();
-        Resp { status, headers, body }
+        let body = resp.into_string().map_err(|e| format!("{method} {path}: body: {e}"))?;
+        Ok(Resp { status, headers, body })
     }
 
     /// A JSON request with an optional bearer token.
@@ -378,23 +390,9 @@ impl TestServer {
     /// As [`TestServer::req`], but a transport failure (refused, reset, timeout) is returned as
     /// `Err` instead of panicking, so that threads can count them.
     pub fn try_req(&self, method: &str, path: &str, token: Option<&str>) -> Result<Resp, String> {
-        let mut r = self.agent.request(method, &self.url(path));
-        if let Some(t) = token {
-            r = r.set("Authorization", &format!("Bearer {t}"));
-        }
-        let resp = match r.call() {
-            Ok(resp) => resp,
-            Err(ureq::Error::Status(_, resp)) => resp,
-            Err(e) => return Err(format!("{method} {path}: {e}")),
-        };
-        let status = resp.status();
-        let headers = resp
-            .headers_names()
-            .into_iter()
-            .filter_map(|n| resp.header(&n).map(|v| (n.clone(), v.to_owned())))
-            .collect();
-        let body = resp.into_string().map_err(|e| format!("{method} {path}: body: {e}"))?;
-        Ok(Resp { status, headers, body })
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", a.as_str())).collect();
+        self.try_raw(method, path, &headers, None)
     }
 }
 
