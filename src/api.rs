@@ -21,7 +21,6 @@ use serde_json::Value;
 use crate::{
     auth::{Authenticator, Hasher},
     config::Settings,
-    model::Action,
     policy::{Input, Outcome, PolicyEngine, PolicySet, RequestInput, ResourceInput},
     store::Store,
 };
@@ -246,10 +245,11 @@ pub fn authorize(
     set: &PolicySet,
     name: &str,
     claims: &Value,
-    action: Action,
+    action: impl AsRef<str>,
     target: Target<'_>,
     req: &Request,
 ) -> Result<(), ApiError> {
+    let action = action.as_ref();
     let input = Input {
         claims,
         action,

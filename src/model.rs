@@ -160,6 +160,12 @@ pub enum Action {
     Delete,
 }
 
+impl AsRef<str> for Action {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
 impl Action {
     /// The name a script sees: `"create"`, `"read"`, `"list"`, `"update"` or `"delete"`.
     pub fn as_str(self) -> &'static str {
@@ -172,7 +178,7 @@ impl Action {
         }
     }
 
-    /// Parses a script-facing action name.
+    /// Parses a script-facing action name (resource actions only).
     pub fn parse(s: &str) -> Result<Self, ParseError> {
         match s {
             "create" => Ok(Action::Create),

@@ -193,7 +193,7 @@ fn scope_for(input: &Input) -> Result<Scope<'static>, Located> {
 
     let mut scope = Scope::new();
     scope.push_constant_dynamic("claims", json(input.claims)?);
-    scope.push_constant("action", input.action.as_str().to_owned());
+    scope.push_constant("action", input.action.to_owned());
     scope.push_constant("resource", resource);
     scope.push_constant("request", request);
     Ok(scope)

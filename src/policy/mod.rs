@@ -28,8 +28,6 @@ use std::{fmt, path::PathBuf, time::Duration};
 
 use serde::Serialize;
 
-use crate::model::Action;
-
 pub use loader::{check, PolicyEngine, PolicySet};
 pub use watcher::{watch, WatchGuard};
 
@@ -81,8 +79,9 @@ impl Default for Limits {
 pub struct Input<'a> {
     /// The verified token claims (a JSON object); the script's `claims`.
     pub claims: &'a serde_json::Value,
-    /// What the caller wants to do; the script's `action`.
-    pub action: Action,
+    /// What the caller wants to do; the script's `action`: a resource [`Action`](crate::model::Action) name, or a
+    /// system or plugin action such as `"evaluate"`.
+    pub action: &'a str,
     /// What it wants to do it to; the script's `resource`.
     pub resource: ResourceInput<'a>,
     /// Facts about the request; the script's `request`.
@@ -241,7 +240,7 @@ pub(crate) fn sample_input() -> Input<'static> {
     static DATA: LazyLock<serde_json::Value> = LazyLock::new(|| serde_json::json!({"title": "hi", "tags": ["a", "b"]}));
     Input {
         claims: &CLAIMS,
-        action: Action::Read,
+        action: "read",
         resource: ResourceInput {
             kind: "notes",
             id: Some("n1"),
