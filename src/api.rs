@@ -12,9 +12,15 @@ pub mod system;
 pub mod token;
 pub mod users;
 
-use std::sync::Arc;
+use std::{
+    sync::{Arc, Mutex, PoisonError},
+    time::Instant,
+};
 
-use poem::{http::Method, Endpoint, EndpointExt, IntoResponse, Request, Response, Route};
+use poem::{
+    http::{HeaderValue, Method},
+    Endpoint, EndpointExt, IntoResponse, Request, Response, Route,
+};
 use poem_openapi::{OpenApiService, Tags};
 use serde_json::Value;
 
@@ -44,6 +50,10 @@ pub struct AppState {
     pub throttle: crate::auth::throttle::LoginThrottle,
     /// Loaded policies, swapped atomically on reload.
     pub policies: Arc<PolicyEngine>,
+    /// Where each decision is recorded.
+    pub decisions: Arc<crate::decisions::DecisionLog>,
+    /// Serialises remote policy edits (check `If-Match`, vet, write, reload) within this process.
+    pub policy_edit_lock: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -165,6 +175,71 @@ pub fn routes(state: Arc<AppState>) -> impl Endpoint {
         .around(move |ep, req| guard_request(ep, req, max_body))
         .data(state)
         .catch_all_error(problem::catch_all)
+        .around(request_context)
+}
+
+/// Header carrying the request id: taken from the client when it is a sane token, else made.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+/// Header carrying the id of the policy decision that decided the response (see the decision
+/// log).
+pub const DECISION_ID_HEADER: &str = "x-decision-id";
+
+/// Per-request facts shared between the outermost middleware and the handlers.
+#[derive(Debug)]
+pub struct RequestContext {
+    /// The request id (`X-Request-Id`).
+    pub id: String,
+    /// The decision that decided the response: the first one, unless a later one denied.
+    decision: Mutex<Option<(String, bool)>>,
+}
+
+impl RequestContext {
+    fn note_decision(&self, id: &str, allowed: bool) {
+        let mut slot = self.decision.lock().unwrap_or_else(PoisonError::into_inner);
+        match &*slot {
+            Some((_, false)) => {}
+            Some(_) if allowed => {}
+            _ => *slot = Some((id.to_owned(), allowed)),
+        }
+    }
+}
+
+/// A client-sent request id is kept when it is 1–128 visible ASCII characters of a safe set.
+fn client_request_id(req: &Request) -> Option<String> {
+    let id = req.header(REQUEST_ID_HEADER)?;
+    let ok = (1..=128).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':' | b'/' | b'+' | b'='));
+    ok.then(|| id.to_owned())
+}
+
+/// Outermost layer: gives every request an id, and every answer `X-Request-Id` and (when a
+/// policy decided it) `X-Decision-Id`.
+async fn request_context<E: Endpoint>(ep: Arc<E>, mut req: Request) -> poem::Result<Response> {
+    let id = client_request_id(&req).unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    let ctx = Arc::new(RequestContext {
+        id,
+        decision: Mutex::new(None),
+    });
+    req.extensions_mut().insert(Arc::clone(&ctx));
+    let mut resp = match ep.call(req).await {
+        Ok(r) => r.into_response(),
+        Err(e) => e.into_response(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&ctx.id) {
+        resp.headers_mut().insert(REQUEST_ID_HEADER, v);
+    }
+    let decision = ctx.decision.lock().unwrap_or_else(PoisonError::into_inner).take();
+    if let Some(v) = decision.and_then(|(id, _)| HeaderValue::from_str(&id).ok()) {
+        resp.headers_mut().insert(DECISION_ID_HEADER, v);
+    }
+    Ok(resp)
+}
+
+/// The client's IP address as the TCP peer (gatehouse does not trust forwarding headers).
+pub fn client_ip(req: &Request) -> Option<String> {
+    req.remote_addr().as_socket_addr().map(|a| a.ip().to_string())
 }
 
 fn spec_endpoint(body: String, content_type: &'static str) -> impl Endpoint {
@@ -241,6 +316,8 @@ impl<'a> Target<'a> {
 
 /// Runs policy `name` from `set` and turns anything but an allow into 403. A missing policy
 /// also denies (fail closed); callers that want 404 for unknown kinds check first.
+///
+/// Every decision is recorded in the decision log, and its id is sent in `X-Decision-Id`.
 pub fn authorize(
     set: &PolicySet,
     name: &str,
@@ -250,6 +327,12 @@ pub fn authorize(
     req: &Request,
 ) -> Result<(), ApiError> {
     let action = action.as_ref();
+    let headers: Vec<(&str, &str)> = req
+        .headers()
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?)))
+        .collect();
+    let ip = client_ip(req);
     let input = Input {
         claims,
         action,
@@ -265,9 +348,45 @@ pub fn authorize(
             method: req.method().as_str(),
             path: req.uri().path(),
             time: time::OffsetDateTime::now_utc().unix_timestamp(),
+            ip: ip.as_deref(),
+            headers: &headers,
         },
     };
-    let Some(decision) = set.evaluate(name, &input) else {
+    let started = Instant::now();
+    let decision = set.evaluate(name, &input);
+    let duration_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    let (outcome, reason, error, version) = match &decision {
+        Some(d) => (d.outcome, d.reason.clone(), d.error.clone(), Some(d.policy_version.clone())),
+        None => (
+            Outcome::Error,
+            None,
+            Some(format!("no policy `{name}.rhai` is loaded")),
+            None,
+        ),
+    };
+    let decision_id = uuid::Uuid::now_v7().to_string();
+    let ctx = req.extensions().get::<Arc<RequestContext>>();
+    if let Some(ctx) = ctx {
+        ctx.note_decision(&decision_id, outcome == Outcome::Allow);
+    }
+    if let Some(log) = req.data::<Arc<AppState>>().map(|s| &s.decisions).filter(|l| l.enabled()) {
+        log.record(&crate::decisions::DecisionRecord {
+            time: now_rfc3339_millis(),
+            decision_id,
+            request_id: ctx.map(|c| c.id.clone()).unwrap_or_default(),
+            sub: claims.get("sub").and_then(Value::as_str).map(str::to_owned),
+            policy: name.to_owned(),
+            action: action.to_owned(),
+            resource_id: target.id.map(str::to_owned),
+            outcome,
+            reason: reason.clone(),
+            error,
+            policy_version: version,
+            duration_us,
+            input: crate::decisions::RecordedInput::capture(claims, &input.resource, &input.request, log.with_data()),
+        });
+    }
+    let Some(decision) = decision else {
         tracing::warn!(target: "gatehouse::policy", policy = name, "denied: no policy file `{name}.rhai`");
         return Err(ApiError::forbidden(format!(
             "denied: no policy `{name}.rhai` is loaded, so nothing is allowed here"
@@ -276,8 +395,8 @@ pub fn authorize(
     match decision.outcome {
         Outcome::Allow => Ok(()),
         Outcome::Deny => {
-            tracing::debug!(target: "gatehouse::policy", policy = name, action = %action, reason = ?decision.reason, "denied");
-            Err(ApiError::forbidden(match decision.reason {
+            tracing::debug!(target: "gatehouse::policy", policy = name, action, reason = ?reason, "denied");
+            Err(ApiError::forbidden(match reason {
                 Some(reason) => reason,
                 None => format!("denied by policy `{name}`"),
             }))
@@ -286,6 +405,15 @@ pub fn authorize(
             "denied: policy `{name}` failed to decide (the server log says why)"
         ))),
     }
+}
+
+/// Now, as RFC 3339 UTC with milliseconds (decision records).
+pub fn now_rfc3339_millis() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    now.format(&format).unwrap_or_default()
 }
 
 /// Validates a `limit` query parameter.

@@ -137,6 +137,39 @@ pub fn stored_ring(stored: &[keys::StoredKey]) -> Result<KeyRing, AuthError> {
     KeyRing::new(stored.iter().map(keys::ring_key).collect::<Result<Vec<_>, _>>()?)
 }
 
+/// The script limits from the `policy_*` settings.
+pub fn policy_limits(settings: &Settings) -> Limits {
+    Limits {
+        max_operations: settings.policy_max_operations,
+        max_call_levels: settings.policy_max_call_levels,
+        max_expr_depth: settings.policy_max_expr_depth,
+        max_function_expr_depth: (settings.policy_max_expr_depth / 2).max(4),
+        max_string_size: settings.policy_max_string_size,
+        max_array_size: settings.policy_max_array_size,
+        max_map_size: settings.policy_max_map_size,
+        timeout: Duration::from_millis(settings.policy_timeout_ms),
+        ..Limits::default()
+    }
+}
+
+/// Opens the decision log the settings ask for.
+pub fn open_decision_log(settings: &Settings) -> Result<crate::decisions::DecisionLog, AppError> {
+    let path = settings.decision_log_path();
+    crate::decisions::DecisionLog::open(crate::decisions::LogConfig {
+        path: path.clone(),
+        max_bytes: settings.decision_log_max_bytes,
+        keep: settings.decision_log_keep,
+        tracing: settings.decision_log_tracing,
+        with_data: settings.decision_log_data,
+    })
+    .map_err(|e| {
+        AppError::Io(format!(
+            "cannot open the decision log `{}`: {e} (set decision_log = \"off\" to run without it)",
+            path.unwrap_or_default().display()
+        ))
+    })
+}
+
 /// Creates `admin` (role `admin`) when the store has no users.
 pub async fn bootstrap_admin(
     store: &dyn Store,
@@ -196,7 +229,7 @@ impl Application {
                 leeway: settings.leeway,
             },
         )?;
-        let policies = Arc::new(PolicyEngine::new(settings.policies.clone(), Limits::default()));
+        let policies = Arc::new(PolicyEngine::new(settings.policies.clone(), policy_limits(&settings)));
         let engine = policies.clone();
         tokio::task::spawn_blocking(move || engine.reload())
             .await
@@ -209,6 +242,7 @@ impl Application {
         let addr = listener.local_addr().map_err(|e| AppError::Io(e.to_string()))?;
         // Last of the fallible steps, so that a start that fails (busy port, missing policy
         // directory) never creates an admin whose generated password nobody saw.
+        let decisions = Arc::new(open_decision_log(&settings)?);
         let admin = bootstrap_admin(store.as_ref(), &hasher, &settings).await?;
         let throttle = crate::auth::throttle::LoginThrottle::new(
             settings.login_failure_limit,
@@ -223,6 +257,8 @@ impl Application {
             key_source,
             key_lock: tokio::sync::Mutex::new(()),
             throttle,
+            decisions,
+            policy_edit_lock: tokio::sync::Mutex::new(()),
         });
         Ok(Self {
             listener,
@@ -254,6 +290,7 @@ impl Application {
         let acceptor =
             poem::listener::TcpAcceptor::from_tokio(self.listener).map_err(|e| AppError::Io(e.to_string()))?;
         let store = self.state.store.clone();
+        let decisions = self.state.decisions.clone();
         // Revoked `jti`s, revoked families and refresh tokens are kept only until they expire.
         let pruner = tokio::spawn({
             let store = store.clone();
@@ -279,6 +316,8 @@ impl Application {
             .await;
         drop(self.watch);
         pruner.abort();
+        // Joins the writer thread after it has flushed every queued record.
+        let _ = tokio::task::spawn_blocking(move || decisions.close()).await;
         store.flush().await?;
         served.map_err(|e| AppError::Io(e.to_string()))
     }

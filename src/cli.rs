@@ -1,7 +1,9 @@
-//! The command line: `serve`, `user ...`, `policy check`, `openapi`.
+//! The command line: `serve`, `user ...`, `policy check|test|eval|replay`, `keys ...`, `openapi`.
 //!
 //! `main.rs` only calls [`main`]. User commands open the store directly and therefore refuse,
 //! with a plain message and a non-zero exit, while a server holds the data directory.
+
+mod policy;
 
 use std::{io::Read, process::ExitCode};
 
@@ -12,8 +14,8 @@ use crate::{
     app::{random_token, AdminBootstrap, Application},
     auth::password::{check_password_rules, hash_blocking},
     config::{Settings, SettingsArgs},
+    app::policy_limits,
     model::{Role, Username},
-    policy,
     store::{new_token_version, SledStore, Store, StoreError, UserRecord},
 };
 
@@ -89,6 +91,34 @@ enum PolicyCommand {
         /// A .rhai file or a directory [default: the policies setting].
         path: Option<std::path::PathBuf>,
     },
+    /// Run the policy tests (DIR/tests/*.toml); exit 1 on any failure.
+    Test {
+        /// The policy directory [default: the policies setting].
+        dir: Option<std::path::PathBuf>,
+    },
+    /// Decide one request from JSON input without a server; print the decision.
+    /// Exit 0 allowed, 2 denied.
+    Eval {
+        /// The policy (kind or system policy such as `_users`).
+        kind: String,
+        /// JSON `{"claims": {..}, "action": "..", "resource": {..}, "request": {..}}`; `-` for stdin.
+        #[arg(long, value_name = "FILE")]
+        input: std::path::PathBuf,
+        /// Evaluate this source instead of `<policies>/<kind>.rhai`.
+        #[arg(long, value_name = "FILE")]
+        source: Option<std::path::PathBuf>,
+    },
+    /// Replay logged decisions of KIND with a candidate policy; print each that would change.
+    /// Exit 0 when none would, 2 when some would.
+    Replay {
+        /// The policy whose decisions to replay.
+        kind: String,
+        /// The candidate `.rhai` file.
+        candidate: std::path::PathBuf,
+        /// How many of the most recent decisions.
+        #[arg(long, default_value_t = 1000, value_name = "N")]
+        last: usize,
+    },
 }
 
 /// Parses the command line and runs it.
@@ -113,10 +143,21 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             let _ = writeln!(out, "{}", api::spec_json());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Policy(PolicyCommand::Check { path }) => {
+        Command::Policy(cmd) => {
             let settings = Settings::resolve(&cli.settings).map_err(|e| e.to_string())?;
-            let path = path.unwrap_or(settings.policies);
-            Ok(policy_check(&path))
+            let limits = policy_limits(&settings);
+            match cmd {
+                PolicyCommand::Check { path } => {
+                    Ok(policy::check(&path.unwrap_or_else(|| settings.policies.clone()), &limits))
+                }
+                PolicyCommand::Test { dir } => Ok(policy::test(&policy::dir_or_default(dir, &settings), &limits, |_| {})),
+                PolicyCommand::Eval { kind, input, source } => {
+                    policy::eval(&settings, &limits, &kind, &input, source.as_deref(), |_| {})
+                }
+                PolicyCommand::Replay { kind, candidate, last } => {
+                    policy::replay_cmd(&settings, &limits, &kind, &candidate, last, |_| {})
+                }
+            }
         }
         Command::Serve => {
             let settings = Settings::resolve(&cli.settings).map_err(|e| e.to_string())?;
@@ -143,24 +184,6 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 .map_err(|e| e.to_string())?;
             rt.block_on(user(settings, cmd))
         }
-    }
-}
-
-fn policy_check(path: &std::path::Path) -> ExitCode {
-    if !path.exists() {
-        eprintln!("error: `{}` does not exist", path.display());
-        return ExitCode::FAILURE;
-    }
-    let report = policy::check(path, &policy::Limits::default());
-    for diag in &report {
-        eprintln!("{diag}");
-    }
-    if report.is_empty() {
-        println!("ok: every policy in `{}` compiles", path.display());
-        ExitCode::SUCCESS
-    } else {
-        eprintln!("{} error(s)", report.len());
-        ExitCode::FAILURE
     }
 }
 

@@ -76,6 +76,30 @@ pub struct Settings {
     pub login_failure_limit: u32,
     /// Seconds of the login-failure window.
     pub login_failure_window: u64,
+    /// Where the decision log goes: a file path, or `off`; `None` means `<data_dir>/decisions.jsonl`.
+    pub decision_log: Option<String>,
+    /// Size at which the decision log is rotated (`decisions.jsonl.1`, ...).
+    pub decision_log_max_bytes: u64,
+    /// Rotated decision-log files kept.
+    pub decision_log_keep: u32,
+    /// Also write each decision to the tracing log (target `gatehouse::decision`).
+    pub decision_log_tracing: bool,
+    /// Include document data (`resource.data`, `resource.old`) and request headers in decision records; off by default, so the log holds no document content (replay then sees empty data).
+    pub decision_log_data: bool,
+    /// Rhai operations one policy evaluation may run.
+    pub policy_max_operations: u64,
+    /// Depth of nested function calls in a policy.
+    pub policy_max_call_levels: usize,
+    /// Expression nesting depth in a policy (functions: half of it).
+    pub policy_max_expr_depth: usize,
+    /// Longest string a policy may build, in bytes.
+    pub policy_max_string_size: usize,
+    /// Largest array a policy may build.
+    pub policy_max_array_size: usize,
+    /// Largest object map a policy may build.
+    pub policy_max_map_size: usize,
+    /// Wall-clock budget of one policy evaluation, in milliseconds.
+    pub policy_timeout_ms: u64,
 }
 
 impl Default for Settings {
@@ -98,6 +122,18 @@ impl Default for Settings {
             policy_poll: false,
             login_failure_limit: 10,
             login_failure_window: 300,
+            decision_log: None,
+            decision_log_max_bytes: 10_485_760,
+            decision_log_keep: 5,
+            decision_log_tracing: false,
+            decision_log_data: false,
+            policy_max_operations: 100_000,
+            policy_max_call_levels: 32,
+            policy_max_expr_depth: 64,
+            policy_max_string_size: 16_384,
+            policy_max_array_size: 1024,
+            policy_max_map_size: 256,
+            policy_timeout_ms: 250,
         }
     }
 }
@@ -159,6 +195,42 @@ pub struct SettingsArgs {
     /// Seconds of the login-failure window [default: 300].
     #[arg(long, env = "GATEHOUSE_LOGIN_FAILURE_WINDOW", global = true, value_name = "SECONDS")]
     pub login_failure_window: Option<u64>,
+    /// Decision log file, or `off` [default: <data_dir>/decisions.jsonl].
+    #[arg(long, env = "GATEHOUSE_DECISION_LOG", global = true, value_name = "PATH|off")]
+    pub decision_log: Option<String>,
+    /// Rotate the decision log at this size [default: 10485760].
+    #[arg(long, env = "GATEHOUSE_DECISION_LOG_MAX_BYTES", global = true, value_name = "BYTES")]
+    pub decision_log_max_bytes: Option<u64>,
+    /// Rotated decision-log files kept [default: 5].
+    #[arg(long, env = "GATEHOUSE_DECISION_LOG_KEEP", global = true, value_name = "COUNT")]
+    pub decision_log_keep: Option<u32>,
+    /// Also write decisions to the tracing log [default: false].
+    #[arg(long, env = "GATEHOUSE_DECISION_LOG_TRACING", global = true, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub decision_log_tracing: Option<bool>,
+    /// Include document data and headers in decision records [default: false].
+    #[arg(long, env = "GATEHOUSE_DECISION_LOG_DATA", global = true, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub decision_log_data: Option<bool>,
+    /// Rhai operations per policy evaluation [default: 100000].
+    #[arg(long, env = "GATEHOUSE_POLICY_MAX_OPERATIONS", global = true, value_name = "COUNT")]
+    pub policy_max_operations: Option<u64>,
+    /// Nested function call depth in policies [default: 32].
+    #[arg(long, env = "GATEHOUSE_POLICY_MAX_CALL_LEVELS", global = true, value_name = "COUNT")]
+    pub policy_max_call_levels: Option<usize>,
+    /// Expression nesting depth in policies [default: 64].
+    #[arg(long, env = "GATEHOUSE_POLICY_MAX_EXPR_DEPTH", global = true, value_name = "COUNT")]
+    pub policy_max_expr_depth: Option<usize>,
+    /// Longest string a policy may build [default: 16384].
+    #[arg(long, env = "GATEHOUSE_POLICY_MAX_STRING_SIZE", global = true, value_name = "BYTES")]
+    pub policy_max_string_size: Option<usize>,
+    /// Largest array a policy may build [default: 1024].
+    #[arg(long, env = "GATEHOUSE_POLICY_MAX_ARRAY_SIZE", global = true, value_name = "COUNT")]
+    pub policy_max_array_size: Option<usize>,
+    /// Largest object map a policy may build [default: 256].
+    #[arg(long, env = "GATEHOUSE_POLICY_MAX_MAP_SIZE", global = true, value_name = "COUNT")]
+    pub policy_max_map_size: Option<usize>,
+    /// Wall-clock budget per policy evaluation in ms [default: 250].
+    #[arg(long, env = "GATEHOUSE_POLICY_TIMEOUT_MS", global = true, value_name = "MS")]
+    pub policy_timeout_ms: Option<u64>,
 }
 
 /// The TOML file: the same keys, all optional; unknown keys are an error (a typo must not pass).
@@ -182,6 +254,18 @@ struct FileSettings {
     policy_poll: Option<bool>,
     login_failure_limit: Option<u32>,
     login_failure_window: Option<u64>,
+    decision_log: Option<String>,
+    decision_log_max_bytes: Option<u64>,
+    decision_log_keep: Option<u32>,
+    decision_log_tracing: Option<bool>,
+    decision_log_data: Option<bool>,
+    policy_max_operations: Option<u64>,
+    policy_max_call_levels: Option<usize>,
+    policy_max_expr_depth: Option<usize>,
+    policy_max_string_size: Option<usize>,
+    policy_max_array_size: Option<usize>,
+    policy_max_map_size: Option<usize>,
+    policy_timeout_ms: Option<u64>,
 }
 
 /// Why the settings could not be resolved.
@@ -261,6 +345,18 @@ impl Settings {
                 .login_failure_window
                 .or(file.login_failure_window)
                 .unwrap_or(d.login_failure_window),
+            decision_log: non_empty(args.decision_log.clone().or(file.decision_log)),
+            decision_log_max_bytes: args.decision_log_max_bytes.or(file.decision_log_max_bytes).unwrap_or(d.decision_log_max_bytes),
+            decision_log_keep: args.decision_log_keep.or(file.decision_log_keep).unwrap_or(d.decision_log_keep),
+            decision_log_tracing: args.decision_log_tracing.or(file.decision_log_tracing).unwrap_or(d.decision_log_tracing),
+            decision_log_data: args.decision_log_data.or(file.decision_log_data).unwrap_or(d.decision_log_data),
+            policy_max_operations: args.policy_max_operations.or(file.policy_max_operations).unwrap_or(d.policy_max_operations),
+            policy_max_call_levels: args.policy_max_call_levels.or(file.policy_max_call_levels).unwrap_or(d.policy_max_call_levels),
+            policy_max_expr_depth: args.policy_max_expr_depth.or(file.policy_max_expr_depth).unwrap_or(d.policy_max_expr_depth),
+            policy_max_string_size: args.policy_max_string_size.or(file.policy_max_string_size).unwrap_or(d.policy_max_string_size),
+            policy_max_array_size: args.policy_max_array_size.or(file.policy_max_array_size).unwrap_or(d.policy_max_array_size),
+            policy_max_map_size: args.policy_max_map_size.or(file.policy_max_map_size).unwrap_or(d.policy_max_map_size),
+            policy_timeout_ms: args.policy_timeout_ms.or(file.policy_timeout_ms).unwrap_or(d.policy_timeout_ms),
         };
         settings.validate()?;
         Ok(settings)
@@ -317,12 +413,48 @@ impl Settings {
         if self.max_body_bytes < 1024 {
             return invalid("max_body_bytes", "must be at least 1024");
         }
+        if self.decision_log_max_bytes < 4096 {
+            return invalid("decision_log_max_bytes", "must be at least 4096");
+        }
+        if self.decision_log_keep > 100 {
+            return invalid("decision_log_keep", "must be at most 100");
+        }
+        for (key, value, min) in [
+            ("policy_max_operations", self.policy_max_operations, 1000),
+            ("policy_max_call_levels", self.policy_max_call_levels as u64, 1),
+            ("policy_max_expr_depth", self.policy_max_expr_depth as u64, 8),
+            ("policy_max_string_size", self.policy_max_string_size as u64, 256),
+            ("policy_max_array_size", self.policy_max_array_size as u64, 16),
+            ("policy_max_map_size", self.policy_max_map_size as u64, 16),
+        ] {
+            if value < min {
+                return Err(ConfigError::Invalid {
+                    key,
+                    message: format!("must be at least {min}"),
+                });
+            }
+        }
+        if self.policy_timeout_ms == 0 || self.policy_timeout_ms > 10_000 {
+            return invalid("policy_timeout_ms", "must be between 1 and 10000");
+        }
         if let Some(pw) = &self.admin_password {
             if pw.expose().len() < 8 {
                 return invalid("admin_password", "must be at least 8 characters");
             }
         }
         Ok(())
+    }
+}
+
+impl Settings {
+    /// The decision log file: `decision_log`, or `<data_dir>/decisions.jsonl` when unset;
+    /// `None` when it is `off`.
+    pub fn decision_log_path(&self) -> Option<PathBuf> {
+        match self.decision_log.as_deref() {
+            None => Some(self.data_dir.join("decisions.jsonl")),
+            Some("off") => None,
+            Some(path) => Some(PathBuf::from(path)),
+        }
     }
 }
 

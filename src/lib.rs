@@ -7,6 +7,7 @@
 //! - [`store`]: the storage interface and its sled backend (the only module naming sled).
 //! - [`auth`]: argon2id passwords, JWT issue and verification, the per-request check.
 //! - [`policy`]: the Rhai engine, loader and watcher. Knows nothing of HTTP or storage.
+//! - [`decisions`]: the decision log (JSON lines, rotated) and reading it back for replay.
 //! - [`api`]: poem-openapi endpoints, problem+json errors, the OpenAPI document.
 //! - [`app`]: builds and runs a server from [`config::Settings`].
 //! - [`cli`]: the `gatehouse` command line.
@@ -18,6 +19,7 @@ pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod decisions;
 pub mod model;
 pub mod policy;
 pub mod store;

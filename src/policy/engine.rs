@@ -3,23 +3,55 @@
 //! becomes a [`Decision`].
 //!
 //! `Engine::new()` is not a sandbox, so [`Sandbox::new`] closes what it leaves open: module
-//! imports, `eval`, the thread-blocking `sleep` builtins, stdout printing, silent `()` for typos,
-//! and unbounded CPU, memory and time. Every failure is a deny with [`Outcome::Error`].
+//! imports from anywhere, `eval`, the thread-blocking `sleep` builtins, stdout printing, silent
+//! `()` for typos, and unbounded CPU, memory and time. Every failure is a deny with
+//! [`Outcome::Error`].
+//!
+//! Imports: a policy may `import "lib/<name>" as m;` and nothing else. [`LibResolver`] serves
+//! those paths, at compile time only, from the library set of the reload in progress (see
+//! [`Sandbox::compile`]); the compiled modules are embedded in the policy's AST, so evaluation
+//! reads no files. Any other path, a dynamic path, or an import inside a library is an error.
 
 use std::{
-    cell::Cell,
+    cell::{Cell, RefCell},
+    collections::BTreeMap,
     path::Path,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
-use rhai::{module_resolvers::DummyModuleResolver, Dynamic, Engine, EvalAltResult, Map, Scope, AST};
+use rhai::{
+    module_resolvers::ModuleResolver, Dynamic, Engine, EvalAltResult, Map, Module, Position, Scope, Shared, AST,
+};
 
 use super::{Decision, Diagnostic, Input, Limits, Outcome};
 
 /// The names a policy sees; compiled against so that strict-variables mode accepts them.
 const INPUTS: [&str; 4] = ["claims", "action", "resource", "request"];
 
+/// Most `import` statements one evaluation may run (each library counts once per import).
+const MAX_IMPORTS: usize = 32;
+
+/// Request headers a policy never sees: they carry credentials.
+const HIDDEN_HEADERS: [&str; 3] = ["authorization", "proxy-authorization", "cookie"];
+
+/// Compiled libraries by name (`x` for `lib/x.rhai`): the module, or why it does not compile.
+pub(crate) type LibModules = BTreeMap<String, Result<Shared<Module>, String>>;
+
+/// What a compile needs to resolve imports, and what it found.
+struct ImportContext {
+    libs: Arc<LibModules>,
+    /// Compiling a library: imports are refused.
+    in_lib: bool,
+    /// Libraries the policy imported, in order of first use.
+    used: Vec<String>,
+}
+
 thread_local! {
+    /// The import context of the compile running on this thread; `None` during evaluation, so
+    /// that a path not resolved at compile time is refused.
+    static IMPORTS: RefCell<Option<ImportContext>> = const { RefCell::new(None) };
+
     /// Wall-clock deadline of the evaluation running on this thread. Evaluation is synchronous,
     /// so the engine-wide progress callback can read the deadline of the current call here.
     static DEADLINE: Cell<Option<Instant>> = const { Cell::new(None) };
@@ -41,6 +73,77 @@ impl Drop for DeadlineGuard {
     }
 }
 
+/// Serves `lib/<name>` from the [`IMPORTS`] context; refuses everything else.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LibResolver;
+
+impl ModuleResolver for LibResolver {
+    fn resolve(&self, _: &Engine, _: Option<&str>, path: &str, pos: Position) -> Result<Shared<Module>, Box<EvalAltResult>> {
+        let refuse = |msg: String| -> Box<EvalAltResult> {
+            EvalAltResult::ErrorInModule(path.to_owned(), msg.into(), pos).into()
+        };
+        let name = match path.strip_prefix("lib/") {
+            Some(name) if crate::model::Kind::parse(name).is_ok() => name,
+            _ => {
+                return Err(refuse(format!(
+                    "cannot import `{path}`: policies may only import \"lib/<name>\" (policies/lib/<name>.rhai)"
+                )))
+            }
+        };
+        IMPORTS.with(|ctx| {
+            let mut ctx = ctx.borrow_mut();
+            let Some(ctx) = ctx.as_mut() else {
+                return Err(refuse("imports must be a string literal such as \"lib/<name>\"".into()));
+            };
+            if ctx.in_lib {
+                return Err(refuse("a library cannot import other libraries".into()));
+            }
+            if !ctx.used.iter().any(|u| u == name) {
+                ctx.used.push(name.to_owned());
+            }
+            match ctx.libs.get(name) {
+                Some(Ok(module)) => Ok(Arc::clone(module)),
+                Some(Err(e)) => Err(refuse(format!("library `lib/{name}.rhai` does not compile: {e}"))),
+                None => Err(refuse(format!("no library `lib/{name}.rhai`"))),
+            }
+        })
+    }
+}
+
+/// Sets the import context for one compile and clears it however the compile ends.
+struct ImportGuard;
+
+impl ImportGuard {
+    fn set(libs: &Arc<LibModules>, in_lib: bool) -> Self {
+        IMPORTS.with(|c| {
+            *c.borrow_mut() = Some(ImportContext {
+                libs: Arc::clone(libs),
+                in_lib,
+                used: Vec::new(),
+            })
+        });
+        Self
+    }
+
+    fn used(&self) -> Vec<String> {
+        IMPORTS.with(|c| c.borrow().as_ref().map(|c| c.used.clone()).unwrap_or_default())
+    }
+}
+
+impl Drop for ImportGuard {
+    fn drop(&mut self) {
+        IMPORTS.with(|c| *c.borrow_mut() = None);
+    }
+}
+
+/// A compiled policy and what it depends on.
+#[derive(Debug)]
+pub(crate) struct Compiled {
+    pub(crate) ast: AST,
+    /// Libraries it imports (names under `lib/`).
+    pub(crate) deps: Vec<String>,
+}
+
 /// A configured Rhai engine plus the wall-clock budget. Shared (`Arc`) by every policy set.
 pub(crate) struct Sandbox {
     engine: Engine,
@@ -60,10 +163,11 @@ impl Sandbox {
     /// that it cannot be undone.
     pub(crate) fn new(limits: &Limits, setup: impl FnOnce(&mut Engine)) -> Self {
         let mut engine = Engine::new();
+        super::helpers::register(&mut engine);
         setup(&mut engine);
         engine
-            .set_module_resolver(DummyModuleResolver::new())
-            .set_max_modules(0)
+            .set_module_resolver(LibResolver)
+            .set_max_modules(MAX_IMPORTS)
             .disable_symbol("eval")
             .set_strict_variables(true)
             .set_fail_on_invalid_map_property(true)
@@ -101,34 +205,59 @@ impl Sandbox {
         }
     }
 
-    /// Compiles one policy; `file` is only used to label the diagnostic.
-    pub(crate) fn compile(&self, file: &Path, source: &str) -> Result<AST, Diagnostic> {
+    /// Compiles one policy against the libraries `libs`; `file` is only used to label the
+    /// diagnostic.
+    pub(crate) fn compile(&self, file: &Path, source: &str, libs: &Arc<LibModules>) -> Result<Compiled, Diagnostic> {
         let mut names = Scope::new();
         for name in INPUTS {
             // Plain variables, not constants: constants would be folded into the AST.
             names.push(name, ());
         }
-        let diag = |line, col, message: String| Diagnostic {
-            file: file.to_path_buf(),
-            line,
-            col,
-            message,
-        };
-        let mut ast = self.engine.compile_with_scope(&names, source).map_err(|e| {
-            let (line, col) = position(e.position());
-            diag(line, col, e.err_type().to_string())
-        })?;
+        let guard = ImportGuard::set(libs, false);
+        let compiled = self.engine.compile_into_self_contained(&names, source);
+        let deps = guard.used();
+        drop(guard);
+        let mut ast = compiled.map_err(|e| compile_diagnostic(file, source, &e))?;
         // An empty file (e.g. caught between truncate and write) would deny everything with an
         // error; refuse it so that the last good version keeps running.
         if is_blank(source) {
-            return Err(diag(
-                1,
-                1,
-                "policy is empty: it must evaluate to true, false or #{allow, reason}".into(),
-            ));
+            return Err(Diagnostic {
+                file: file.to_path_buf(),
+                line: 1,
+                col: 1,
+                message: "policy is empty: it must evaluate to true, false or #{allow, reason}".into(),
+            });
         }
         ast.set_source(file.to_string_lossy().as_ref());
-        Ok(ast)
+        Ok(Compiled { ast, deps })
+    }
+
+    /// Compiles a library (`lib/<name>.rhai`) into a module: its functions, and the constants it
+    /// `export`s. Its top level runs once, here, under the same limits as a policy.
+    pub(crate) fn compile_lib(&self, file: &Path, source: &str) -> Result<Shared<Module>, Diagnostic> {
+        let guard = ImportGuard::set(&Arc::new(LibModules::new()), true);
+        let mut ast = self.engine.compile(source).map_err(|e| {
+            let (line, col) = position(e.position());
+            Diagnostic {
+                file: file.to_path_buf(),
+                line,
+                col,
+                message: e.err_type().to_string(),
+            }
+        })?;
+        ast.set_source(file.to_string_lossy().as_ref());
+        let _deadline = DeadlineGuard::set(self.timeout);
+        let module = Module::eval_ast_as_new(Scope::new(), &ast, &self.engine).map_err(|e| {
+            let (line, col, message) = runtime_error(&e);
+            Diagnostic {
+                file: file.to_path_buf(),
+                line,
+                col,
+                message,
+            }
+        });
+        drop(guard);
+        Ok(Arc::new(module?))
     }
 
     /// Runs a compiled policy for one input. Never panics, never allows on error.
@@ -177,7 +306,6 @@ type Located = (usize, usize, String);
 fn scope_for(input: &Input) -> Result<Scope<'static>, Located> {
     let json =
         |v: &serde_json::Value| rhai::serde::to_dynamic(v).map_err(|e| (0, 0, format!("cannot convert input: {e}")));
-    let opt_str = |v: Option<&str>| v.map_or(Dynamic::UNIT, |s| Dynamic::from(s.to_owned()));
     let res = &input.resource;
     let extra = res.extra.map(json).transpose()?;
     let mut resource: Map = extra.and_then(|d| d.try_cast()).unwrap_or_default();
@@ -190,6 +318,14 @@ fn scope_for(input: &Input) -> Result<Scope<'static>, Located> {
     request.insert("method".into(), Dynamic::from(input.request.method.to_owned()));
     request.insert("path".into(), Dynamic::from(input.request.path.to_owned()));
     request.insert("time".into(), Dynamic::from(input.request.time));
+    request.insert("ip".into(), opt_str(input.request.ip));
+    let mut headers = Map::new();
+    for (name, value) in input.request.headers {
+        if !HIDDEN_HEADERS.iter().any(|h| name.eq_ignore_ascii_case(h)) {
+            headers.insert(name.to_ascii_lowercase().into(), Dynamic::from((*value).to_owned()));
+        }
+    }
+    request.insert("headers".into(), Dynamic::from_map(headers));
 
     let mut scope = Scope::new();
     scope.push_constant_dynamic("claims", json(input.claims)?);
@@ -197,6 +333,39 @@ fn scope_for(input: &Input) -> Result<Scope<'static>, Located> {
     scope.push_constant("resource", resource);
     scope.push_constant("request", request);
     Ok(scope)
+}
+
+/// A compile error as a diagnostic. Errors from resolving an import carry no position: point at
+/// the import's path in the source instead.
+fn compile_diagnostic(file: &Path, source: &str, err: &EvalAltResult) -> Diagnostic {
+    let (mut line, mut col) = position(err.position());
+    let message = match err {
+        EvalAltResult::ErrorInModule(path, inner, _) => {
+            if line == 0 {
+                if let Some(at) = source.find(&format!("\"{path}\"")) {
+                    line = source[..at].matches('\n').count() + 1;
+                    col = at - source[..at].rfind('\n').map_or(0, |nl| nl + 1) + 1;
+                }
+            }
+            inner.to_string()
+        }
+        EvalAltResult::ErrorParsing(kind, _) => kind.to_string(),
+        other => {
+            let text = other.to_string();
+            let suffix = format!(" ({})", other.position());
+            text.strip_suffix(&suffix).unwrap_or(&text).to_owned()
+        }
+    };
+    Diagnostic {
+        file: file.to_path_buf(),
+        line,
+        col,
+        message,
+    }
+}
+
+fn opt_str(v: Option<&str>) -> Dynamic {
+    v.map_or(Dynamic::UNIT, |s| Dynamic::from(s.to_owned()))
 }
 
 /// `true` / `false` / `#{allow: bool, reason: string}`; anything else is an error.
@@ -294,6 +463,10 @@ mod tests {
     use super::*;
     use crate::policy::sample_input;
 
+    fn no_libs() -> Arc<LibModules> {
+        Arc::new(LibModules::new())
+    }
+
     fn sandbox(limits: &Limits) -> Sandbox {
         Sandbox::new(limits, |_| {})
     }
@@ -301,7 +474,7 @@ mod tests {
     /// Compiles and evaluates `src` against [`sample_input`] with `limits`.
     fn run_with(limits: &Limits, src: &str, input: &Input) -> Result<Decision, Diagnostic> {
         let sb = sandbox(limits);
-        let ast = sb.compile(Path::new("t.rhai"), src)?;
+        let ast = sb.compile(Path::new("t.rhai"), src, &no_libs())?.ast;
         Ok(sb.evaluate(&ast, Path::new("t.rhai"), "v1", input))
     }
 
@@ -361,7 +534,7 @@ mod tests {
         assert_error(run(r#"claims.sub = "admin"; true"#));
         assert_error(run(r#"resource.owner = "mallory"; true"#));
         let sb = sandbox(&Limits::default());
-        let ast = sb.compile(Path::new("t.rhai"), "let x = 1; x == 1").unwrap();
+        let ast = sb.compile(Path::new("t.rhai"), "let x = 1; x == 1", &no_libs()).unwrap().ast;
         for _ in 0..2 {
             let d = sb.evaluate(&ast, Path::new("t.rhai"), "v", &sample_input());
             assert_eq!(d.outcome, Outcome::Allow);
@@ -461,11 +634,58 @@ mod tests {
 
     #[test]
     fn import_and_eval_are_refused() {
-        let err = assert_error(run(r#"import "/etc/passwd" as m; m::x"#));
-        assert!(err.contains("modules"), "{err}");
+        for path in ["/etc/passwd", "lib/../secret", "../x", "lib/Up", "other/x"] {
+            let src = format!("import \"{path}\" as m;\ntrue");
+            let err = run_with(&Limits::default(), &src, &sample_input()).unwrap_err();
+            assert!(err.message.contains("may only import"), "{path}: {err}");
+            assert_eq!((err.line, err.col), (1, 8), "{path}: {err}");
+        }
+        // A path only known at run time is never resolved.
+        let err = assert_error(run("let p = \"lib/\" + \"x\";\nimport p as m;\ntrue"));
+        assert!(err.contains("string literal"), "{err}");
         let eval = run_with(&Limits::default(), r#"eval("true")"#, &sample_input());
         assert!(eval.unwrap_err().message.contains("eval"));
         assert!(assert_error(run(r#"Fn("eval").call("true")"#)).contains("eval"));
+    }
+
+    #[test]
+    fn libraries_are_embedded_at_compile_time() {
+        let sb = sandbox(&Limits::default());
+        let lib = sb
+            .compile_lib(Path::new("lib/roles.rhai"), "export const ADMIN = \"admin\";\nfn is_admin(c) { c.roles.contains(\"admin\") }")
+            .unwrap();
+        let mut libs = LibModules::new();
+        libs.insert("roles".into(), Ok(lib));
+        libs.insert("broken".into(), Err("lib/broken.rhai:1:1: nope".into()));
+        let libs = Arc::new(libs);
+        let src = "import \"lib/roles\" as roles;\nroles::is_admin(claims) || roles::ADMIN == \"admin\"";
+        let compiled = sb.compile(Path::new("t.rhai"), src, &libs).unwrap();
+        assert_eq!(compiled.deps, ["roles"]);
+        // Evaluation reads nothing: the module is inside the AST.
+        let d = sb.evaluate(&compiled.ast, Path::new("t.rhai"), "v", &sample_input());
+        assert_eq!(d.outcome, Outcome::Allow, "{d:?}");
+
+        let err = sb.compile(Path::new("t.rhai"), "true;\nimport \"lib/broken\" as b;\ntrue", &libs).unwrap_err();
+        assert!(err.message.contains("does not compile"), "{err}");
+        assert_eq!((err.line, err.col), (2, 8), "{err}");
+        let err = sb.compile(Path::new("t.rhai"), "import \"lib/none\" as b; true", &libs).unwrap_err();
+        assert!(err.message.contains("no library"), "{err}");
+
+        let err = sb.compile_lib(Path::new("lib/x.rhai"), "import \"lib/roles\" as r;\nfn f() { 1 }").unwrap_err();
+        assert!(err.message.contains("cannot import"), "{err}");
+        let err = sb.compile_lib(Path::new("lib/x.rhai"), "fn f( { 1 }").unwrap_err();
+        assert!(err.to_string().starts_with("lib/x.rhai:1:"), "{err}");
+        let err = sb.compile_lib(Path::new("lib/x.rhai"), "loop {}").unwrap_err();
+        assert!(err.message.contains("operations"), "{err}");
+    }
+
+    #[test]
+    fn helpers_and_request_facts() {
+        let d = run(r#"request.ip == "10.1.2.3" && cidr_match("10.0.0.0/8", request.ip)
+            && request.headers["x-tenant"] == "acme" && !("authorization" in request.headers)
+            && hour(request.time) == 22 && weekday(request.time) == "tuesday"
+            && glob_match("/resources/*/n1", request.path)"#);
+        assert_eq!(d.outcome, Outcome::Allow, "{d:?}");
     }
 
     #[test]
@@ -479,11 +699,11 @@ mod tests {
     #[test]
     fn compile_errors_have_line_and_column() {
         let sb = sandbox(&Limits::default());
-        let diag = sb.compile(Path::new("bad.rhai"), "true &&\nlet x = ;").unwrap_err();
+        let diag = sb.compile(Path::new("bad.rhai"), "true &&\nlet x = ;", &no_libs()).unwrap_err();
         assert_eq!((diag.line, diag.col), (2, 1), "{diag}");
         assert!(diag.to_string().starts_with("bad.rhai:2:1: "), "{diag}");
         // Strict variables: an unknown name is a compile error, not a runtime `()`.
-        let diag = sb.compile(Path::new("bad.rhai"), "\n  userz == 1").unwrap_err();
+        let diag = sb.compile(Path::new("bad.rhai"), "\n  userz == 1", &no_libs()).unwrap_err();
         assert_eq!((diag.line, diag.col), (2, 3), "{diag}");
         assert!(diag.message.contains("userz"), "{diag}");
     }
@@ -492,10 +712,10 @@ mod tests {
     fn blank_sources_are_refused() {
         let sb = sandbox(&Limits::default());
         for src in ["", " \n", "// nothing\n", "/* a /* nested */ b */ // c"] {
-            assert!(sb.compile(Path::new("t.rhai"), src).is_err(), "{src:?}");
+            assert!(sb.compile(Path::new("t.rhai"), src, &no_libs()).is_err(), "{src:?}");
         }
         for src in ["true // x", "/* c */ false", "// c\ntrue"] {
-            assert!(sb.compile(Path::new("t.rhai"), src).is_ok(), "{src:?}");
+            assert!(sb.compile(Path::new("t.rhai"), src, &no_libs()).is_ok(), "{src:?}");
         }
     }
 

@@ -1,10 +1,18 @@
 //! The policy directory: which files are policies, reloading them into an immutable
-//! [`PolicySet`] swapped atomically, and [`check`] for compiling without serving.
+//! [`PolicySet`] swapped atomically, [`check`] for compiling without serving, and
+//! [`run_tests`] for `gatehouse policy test`.
 //!
 //! A policy file is `<dir>/<name>.rhai` where `name` is a kind (`^[a-z][a-z0-9_-]{0,63}$`) or a
-//! system name (`_` then `[a-z0-9_-]`, e.g. `_users`). Everything else is ignored: other
-//! extensions, dotfiles (`.notes.rhai.swp`), editor scratch (`notes.rhai~`, `4913`) and
-//! subdirectories. Symlinks are followed (Kubernetes ConfigMaps mount files as symlinks).
+//! system name (`_` then `[a-z0-9_-]`, e.g. `_users`). Libraries are `<dir>/lib/<kind-like
+//! name>.rhai`, imported as `import "lib/<name>" as m;`. Tests are `<dir>/tests/<name>.toml`.
+//! Everything else is ignored: other extensions, dotfiles (`.notes.rhai.swp`), editor scratch
+//! (`notes.rhai~`, `4913`) and other subdirectories. Symlinks are followed (Kubernetes
+//! ConfigMaps mount files as symlinks).
+//!
+//! A policy is recompiled when its file, a library it imports or its test file changes. A new
+//! version goes live only if it compiles and, when it has tests, all of them pass; otherwise the
+//! last good version keeps running and the status says why. A broken library therefore keeps
+//! its dependants on their last good versions.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -17,7 +25,11 @@ use arc_swap::ArcSwap;
 use rhai::AST;
 use sha2::{Digest, Sha256};
 
-use super::{engine::Sandbox, Decision, Diagnostic, Input, Limits, PolicyStatus, ReloadReport};
+use super::{
+    engine::{LibModules, Sandbox},
+    testing::{self, CaseResult, TestCase},
+    Decision, Diagnostic, Input, Limits, PolicyStatus, ReloadReport,
+};
 use crate::model::Kind;
 
 /// One compiled version of one policy file.
@@ -26,20 +38,45 @@ struct Loaded {
     file: PathBuf,
     /// Bare file name, used to label diagnostics (`notes.rhai:3:5: ...`).
     label: PathBuf,
-    hash: [u8; 32],
     version: String,
+    /// What this version was built from: file, imported libraries, test file.
+    fingerprint: [u8; 32],
     loaded_at: Option<String>,
     ast: AST,
+    /// Libraries it imports.
+    deps: Vec<String>,
+    /// Cases of its test file that passed (all of them, or it would not be loaded); `None` when
+    /// it has no test file.
+    tests_passed: Option<usize>,
 }
 
-/// A file whose current contents failed to compile or read.
+/// A file whose current contents failed to compile, read, or pass its tests.
 #[derive(Debug, Clone)]
 struct Failed {
     file: PathBuf,
-    /// Hash of the failing contents, so an unchanged broken file is not recompiled (and
-    /// re-logged) on every rescan; `None` for read errors, which are retried.
-    hash: Option<[u8; 32]>,
+    /// What the failing attempt was built from (file, all libraries, test file), so an
+    /// unchanged broken file is not recompiled (and re-logged) on every rescan; `None` for read
+    /// errors, which are retried.
+    fingerprint: Option<[u8; 32]>,
     diagnostic: Diagnostic,
+    /// The test cases that failed, when that is why.
+    failing_tests: Vec<String>,
+}
+
+/// One library file: its content hash and compiled module, or why it does not compile.
+#[derive(Debug, Clone)]
+struct Lib {
+    file: PathBuf,
+    hash: [u8; 32],
+    loaded_at: Option<String>,
+    result: Result<rhai::Shared<rhai::Module>, Diagnostic>,
+}
+
+/// One test file: its hash and cases, or why it cannot be read.
+#[derive(Debug, Clone)]
+struct Tests {
+    hash: [u8; 32],
+    cases: Result<Arc<Vec<TestCase>>, Diagnostic>,
 }
 
 /// One immutable, consistent set of compiled policies.
@@ -52,6 +89,37 @@ pub struct PolicySet {
     sandbox: Arc<Sandbox>,
     loaded: BTreeMap<String, Arc<Loaded>>,
     failed: BTreeMap<String, Failed>,
+    libs: BTreeMap<String, Lib>,
+    modules: Arc<LibModules>,
+    tests: BTreeMap<String, Tests>,
+}
+
+/// A policy compiled from a given source (not the file), to try before saving: dry runs,
+/// replays and remote edits.
+#[derive(Debug)]
+pub struct Candidate {
+    sandbox: Arc<Sandbox>,
+    label: PathBuf,
+    name: String,
+    ast: AST,
+    version: String,
+}
+
+impl Candidate {
+    /// Evaluates the candidate (fails closed, as a loaded policy does).
+    pub fn evaluate(&self, input: &Input) -> Decision {
+        self.sandbox.evaluate(&self.ast, &self.label, &self.version, input)
+    }
+
+    /// The version it would have once saved.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// The policy name it was compiled for.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
 }
 
 impl PolicySet {
@@ -77,30 +145,87 @@ impl PolicySet {
         self.loaded.get(name).map(|p| p.version.as_str())
     }
 
-    /// One entry per policy file seen (loaded or failed), sorted by name.
+    /// Compiles `source` as policy `name` against this set's libraries, without loading it.
+    pub fn compile_candidate(&self, name: &str, source: &str) -> Result<Candidate, Diagnostic> {
+        let label = PathBuf::from(format!("{name}.rhai"));
+        let compiled = self.sandbox.compile(&label, source, &self.modules)?;
+        let hash: [u8; 32] = Sha256::digest(source.as_bytes()).into();
+        let version = version_of(&hash, &compiled.deps, &self.libs);
+        Ok(Candidate {
+            sandbox: Arc::clone(&self.sandbox),
+            label,
+            name: name.to_owned(),
+            ast: compiled.ast,
+            version,
+        })
+    }
+
+    /// Runs policy `name`'s test cases (as loaded with this set) against `candidate`: `None`
+    /// when it has no test file, else each case's result; a test file that does not parse is an
+    /// error.
+    pub fn test_candidate(&self, candidate: &Candidate) -> Result<Option<Vec<CaseResult>>, Diagnostic> {
+        match self.tests.get(&candidate.name) {
+            None => Ok(None),
+            Some(Tests { cases: Err(e), .. }) => Err(e.clone()),
+            Some(Tests { cases: Ok(cases), .. }) => Ok(Some(testing::run_cases(
+                &self.sandbox,
+                &candidate.ast,
+                &candidate.label,
+                &candidate.version,
+                &candidate.name,
+                cases,
+            ))),
+        }
+    }
+
+    /// One entry per policy and library file seen (loaded or failed), sorted by name; libraries
+    /// are named `lib/<name>`.
     pub fn status(&self) -> Vec<PolicyStatus> {
-        let mut out: BTreeMap<&str, PolicyStatus> = BTreeMap::new();
+        let mut out: BTreeMap<String, PolicyStatus> = BTreeMap::new();
         for (name, p) in &self.loaded {
             out.insert(
-                name,
+                name.clone(),
                 PolicyStatus {
                     name: name.clone(),
                     file: p.file.clone(),
                     version: Some(p.version.clone()),
                     loaded_at: p.loaded_at.clone(),
                     error: None,
+                    imports: p.deps.clone(),
+                    tests_passed: p.tests_passed,
+                    failing_tests: Vec::new(),
                 },
             );
         }
         for (name, f) in &self.failed {
-            let entry = out.entry(name).or_insert_with(|| PolicyStatus {
+            let entry = out.entry(name.clone()).or_insert_with(|| PolicyStatus {
                 name: name.clone(),
                 file: f.file.clone(),
                 version: None,
                 loaded_at: None,
                 error: None,
+                imports: Vec::new(),
+                tests_passed: None,
+                failing_tests: Vec::new(),
             });
             entry.error = Some(f.diagnostic.to_string());
+            entry.failing_tests.clone_from(&f.failing_tests);
+        }
+        for (name, lib) in &self.libs {
+            let name = format!("lib/{name}");
+            out.insert(
+                name.clone(),
+                PolicyStatus {
+                    name,
+                    file: lib.file.clone(),
+                    version: Some(hex16(&lib.hash)),
+                    loaded_at: lib.loaded_at.clone(),
+                    error: lib.result.as_ref().err().map(ToString::to_string),
+                    imports: Vec::new(),
+                    tests_passed: None,
+                    failing_tests: Vec::new(),
+                },
+            );
         }
         out.into_values().collect()
     }
@@ -131,6 +256,9 @@ impl PolicyEngine {
             sandbox: Arc::clone(&sandbox),
             loaded: BTreeMap::new(),
             failed: BTreeMap::new(),
+            libs: BTreeMap::new(),
+            modules: Arc::new(LibModules::new()),
+            tests: BTreeMap::new(),
         };
         Self {
             dir: dir.into(),
@@ -170,9 +298,10 @@ impl PolicyEngine {
         self.current.load().status()
     }
 
-    /// Rescans the directory and swaps in a new set: unchanged files keep their compiled version,
-    /// changed files are recompiled, a file that fails keeps its last good version (and the
-    /// error is reported), and vanished files are dropped.
+    /// Rescans the directory and swaps in a new set: unchanged policies keep their compiled
+    /// version; a policy whose file, imported libraries or tests changed is recompiled and, when
+    /// it has tests, tested; a version that fails either keeps the last good one running (and the
+    /// error is reported); vanished files are dropped.
     pub fn reload(&self) -> ReloadReport {
         let _serial = self.reload_lock.lock().unwrap_or_else(PoisonError::into_inner);
         let old = self.current.load_full();
@@ -186,20 +315,25 @@ impl PolicyEngine {
                 return report;
             }
         };
+        let libs = load_libs(&self.sandbox, &self.dir, Path::new("lib"), &old.libs, &mut report);
+        let modules = Arc::new(modules_of(&libs));
+        let tests = load_tests(&self.dir, &old.tests);
         let mut loaded = BTreeMap::new();
         let mut failed = BTreeMap::new();
         for (name, file) in files {
             let label = PathBuf::from(format!("{name}.rhai"));
             let prev = old.loaded.get(&name);
-            let fail = |hash, line, col, message| Failed {
+            let test_hash = tests.get(&name).map(|t| t.hash);
+            let fail = |fingerprint, line, col, message| Failed {
                 file: file.clone(),
-                hash,
+                fingerprint,
                 diagnostic: Diagnostic {
                     file: label.clone(),
                     line,
                     col,
                     message,
                 },
+                failing_tests: Vec::new(),
             };
             let outcome = match read_policy(&file) {
                 // Vanished mid-scan: treat as removed.
@@ -207,44 +341,86 @@ impl PolicyEngine {
                 Err(e) => Err(fail(None, 0, 0, format!("cannot read: {e}"))),
                 Ok(bytes) => {
                     let hash: [u8; 32] = Sha256::digest(&bytes).into();
-                    if let Some(p) = prev.filter(|p| p.hash == hash) {
-                        loaded.insert(name, Arc::clone(p));
-                        continue;
-                    }
-                    if let Some(f) = old.failed.get(&name).filter(|f| f.hash == Some(hash)) {
+                    let all_libs: Vec<String> = libs.keys().cloned().collect();
+                    let failed_fp = fingerprint(&hash, &all_libs, &libs, test_hash);
+                    if let Some(f) = old.failed.get(&name).filter(|f| f.fingerprint == Some(failed_fp)) {
                         failed.insert(name.clone(), f.clone());
                         if let Some(p) = prev {
                             loaded.insert(name, Arc::clone(p));
                         }
                         continue;
                     }
+                    if let Some(p) = prev.filter(|p| {
+                        !old.failed.contains_key(&name) && p.fingerprint == fingerprint(&hash, &p.deps, &libs, test_hash)
+                    }) {
+                        loaded.insert(name, Arc::clone(p));
+                        continue;
+                    }
                     match String::from_utf8(bytes) {
-                        Err(_) => Err(fail(Some(hash), 0, 0, "not valid UTF-8".into())),
-                        Ok(src) => self
-                            .sandbox
-                            .compile(&label, &src)
-                            .map(|ast| (hash, ast))
-                            .map_err(|d| fail(Some(hash), d.line, d.col, d.message)),
+                        Err(_) => Err(fail(Some(failed_fp), 0, 0, "not valid UTF-8".into())),
+                        Ok(src) => match self.sandbox.compile(&label, &src, &modules) {
+                            Err(d) => Err(fail(Some(failed_fp), d.line, d.col, d.message)),
+                            Ok(compiled) => {
+                                let version = version_of(&hash, &compiled.deps, &libs);
+                                let tested = match tests.get(&name).map(|t| &t.cases) {
+                                    None => Ok(None),
+                                    Some(Err(d)) => Err(fail(
+                                        Some(failed_fp),
+                                        0,
+                                        0,
+                                        format!("not activated: its tests cannot be read: {d}"),
+                                    )),
+                                    Some(Ok(cases)) => {
+                                        let results =
+                                            testing::run_cases(&self.sandbox, &compiled.ast, &label, &version, &name, cases);
+                                        let failing: Vec<String> =
+                                            results.iter().filter(|r| !r.passed).map(ToString::to_string).collect();
+                                        if failing.is_empty() {
+                                            Ok(Some(results.len()))
+                                        } else {
+                                            let mut f = fail(
+                                                Some(failed_fp),
+                                                0,
+                                                0,
+                                                format!(
+                                                    "not activated: {} of {} tests in tests/{name}.toml failed; first: {}",
+                                                    failing.len(),
+                                                    results.len(),
+                                                    failing[0]
+                                                ),
+                                            );
+                                            f.failing_tests = failing;
+                                            Err(f)
+                                        }
+                                    }
+                                };
+                                tested.map(|tests_passed| {
+                                    let fp = fingerprint(&hash, &compiled.deps, &libs, test_hash);
+                                    (version, fp, compiled, tests_passed)
+                                })
+                            }
+                        },
                     }
                 }
             };
             match outcome {
-                Ok((hash, ast)) => {
-                    let version = hex16(&hash);
-                    tracing::info!(policy = %name, %version, "policy loaded");
-                    let loaded_at = time::OffsetDateTime::now_utc()
-                        .format(&time::format_description::well_known::Rfc3339)
-                        .ok();
+                Ok((version, fingerprint, compiled, tests_passed)) => {
+                    let same_version = prev.filter(|p| p.version == version);
+                    if same_version.is_none() {
+                        tracing::info!(policy = %name, %version, "policy loaded");
+                        report.loaded.push(name.clone());
+                    }
                     let p = Loaded {
                         file,
                         label,
-                        hash,
+                        loaded_at: same_version.map_or_else(now_rfc3339, |p| p.loaded_at.clone()),
                         version,
-                        loaded_at,
-                        ast,
+                        fingerprint,
+                        ast: compiled.ast,
+                        deps: compiled.deps,
+                        tests_passed,
                     };
-                    loaded.insert(name.clone(), Arc::new(p));
-                    report.loaded.push(name);
+                    loaded.insert(name, Arc::new(p));
                 }
                 Err(f) => {
                     tracing::warn!(
@@ -273,17 +449,208 @@ impl PolicyEngine {
             sandbox: Arc::clone(&self.sandbox),
             loaded,
             failed,
+            libs,
+            modules,
+            tests,
         };
         self.current.store(Arc::new(set));
         report
     }
 }
 
-/// Compiles every policy under `path` (a file, or a directory of `*.rhai`) without serving.
+fn now_rfc3339() -> Option<String> {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .ok()
+}
+
+/// What a policy version is built from: its file, the libraries it imports and its tests.
+fn fingerprint(hash: &[u8; 32], deps: &[String], libs: &BTreeMap<String, Lib>, tests: Option<[u8; 32]>) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(hash);
+    for dep in deps {
+        h.update(dep.as_bytes());
+        h.update(libs.get(dep).map_or([0; 32], |l| l.hash));
+    }
+    h.update(tests.map_or([0; 32], |t| t));
+    h.finalize().into()
+}
+
+/// The version of a policy: the file's hash, or with imports, the hash of the file and the
+/// libraries it imports (so a library change makes a new version of each dependant).
+fn version_of(hash: &[u8; 32], deps: &[String], libs: &BTreeMap<String, Lib>) -> String {
+    if deps.is_empty() {
+        return hex16(hash);
+    }
+    let mut h = Sha256::new();
+    h.update(hash);
+    for dep in deps {
+        h.update(dep.as_bytes());
+        h.update(libs.get(dep).map_or([0; 32], |l| l.hash));
+    }
+    hex16(&h.finalize().into())
+}
+
+/// Reads and compiles `<dir>/lib/*.rhai`, reusing `old` entries whose files did not change.
+/// `label_dir` prefixes the diagnostics' file names (`lib` in the server, the full path in
+/// [`check`]).
+fn load_libs(
+    sandbox: &Sandbox,
+    dir: &Path,
+    label_dir: &Path,
+    old: &BTreeMap<String, Lib>,
+    report: &mut ReloadReport,
+) -> BTreeMap<String, Lib> {
+    let mut out = BTreeMap::new();
+    let lib_dir = dir.join("lib");
+    let Ok(entries) = fs::read_dir(&lib_dir) else {
+        return out;
+    };
+    for entry in entries.flatten() {
+        let Some(name) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.strip_suffix(".rhai"))
+            .filter(|n| Kind::parse(n).is_ok())
+            .map(str::to_owned)
+        else {
+            continue;
+        };
+        let file = entry.path();
+        if !file.is_file() {
+            continue;
+        }
+        let label = label_dir.join(format!("{name}.rhai"));
+        let bytes = match read_policy(&file) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                let diag = Diagnostic {
+                    file: label,
+                    line: 0,
+                    col: 0,
+                    message: format!("cannot read: {e}"),
+                };
+                report.failed.push(diag.clone());
+                out.insert(
+                    name,
+                    Lib {
+                        file,
+                        hash: [0; 32],
+                        loaded_at: None,
+                        result: Err(diag),
+                    },
+                );
+                continue;
+            }
+        };
+        let hash: [u8; 32] = Sha256::digest(&bytes).into();
+        if let Some(lib) = old.get(&name).filter(|l| l.hash == hash) {
+            out.insert(name, lib.clone());
+            continue;
+        }
+        let result = match String::from_utf8(bytes) {
+            Ok(src) => sandbox.compile_lib(&label, &src),
+            Err(_) => Err(Diagnostic {
+                file: label.clone(),
+                line: 0,
+                col: 0,
+                message: "not valid UTF-8".into(),
+            }),
+        };
+        match &result {
+            Ok(_) => {
+                tracing::debug!(library = %name, version = %hex16(&hash), "policy library loaded");
+                report.loaded.push(format!("lib/{name}"));
+            }
+            Err(d) => {
+                tracing::warn!("policy library not loaded (its dependants keep their versions): {d}");
+                report.failed.push(d.clone());
+            }
+        }
+        out.insert(
+            name,
+            Lib {
+                file,
+                hash,
+                loaded_at: now_rfc3339(),
+                result,
+            },
+        );
+    }
+    out
+}
+
+fn modules_of(libs: &BTreeMap<String, Lib>) -> LibModules {
+    libs.iter()
+        .map(|(name, lib)| (name.clone(), lib.result.clone().map_err(|d| d.to_string())))
+        .collect()
+}
+
+/// Reads `<dir>/tests/*.toml`, reusing parsed entries whose files did not change.
+fn load_tests(dir: &Path, old: &BTreeMap<String, Tests>) -> BTreeMap<String, Tests> {
+    let mut out = BTreeMap::new();
+    let Ok(entries) = fs::read_dir(dir.join("tests")) else {
+        return out;
+    };
+    for entry in entries.flatten() {
+        let Some(name) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.strip_suffix(".toml"))
+            .and_then(|stem| policy_name(&format!("{stem}.rhai")).map(str::to_owned))
+        else {
+            continue;
+        };
+        let file = entry.path();
+        if !file.is_file() {
+            continue;
+        }
+        let label = PathBuf::from(format!("tests/{name}.toml"));
+        let bytes = match read_policy(&file) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                let diag = Diagnostic {
+                    file: label,
+                    line: 0,
+                    col: 0,
+                    message: format!("cannot read: {e}"),
+                };
+                out.insert(
+                    name,
+                    Tests {
+                        hash: [0xff; 32],
+                        cases: Err(diag),
+                    },
+                );
+                continue;
+            }
+        };
+        let hash: [u8; 32] = Sha256::digest(&bytes).into();
+        if let Some(t) = old.get(&name).filter(|t| t.hash == hash) {
+            out.insert(name, t.clone());
+            continue;
+        }
+        let cases = String::from_utf8(bytes)
+            .map_err(|_| Diagnostic {
+                file: label.clone(),
+                line: 0,
+                col: 0,
+                message: "not valid UTF-8".into(),
+            })
+            .and_then(|text| testing::parse_tests(&label, &text))
+            .map(Arc::new);
+        out.insert(name, Tests { hash, cases });
+    }
+    out
+}
+
+/// Compiles every policy under `path` (a file, or a directory of `*.rhai`) without serving,
+/// with the libraries of `lib/` beside it.
 ///
 /// Diagnostics name files as given (`policies/notes.rhai:3:5: message`). In a directory, a
 /// `*.rhai` file whose name is not a valid policy name is reported too, since the server would
-/// silently ignore it. An empty result means everything compiles.
+/// silently ignore it, and so is every library that does not compile. An empty result means
+/// everything compiles.
 pub fn check(path: &Path, limits: &Limits) -> Vec<Diagnostic> {
     let sandbox = Sandbox::new(limits, |_| {});
     let io_diag = |file: &Path, e: io::Error| Diagnostic {
@@ -292,13 +659,22 @@ pub fn check(path: &Path, limits: &Limits) -> Vec<Diagnostic> {
         col: 0,
         message: e.to_string(),
     };
+    let is_dir = path.is_dir();
+    let dir = if is_dir {
+        path.to_path_buf()
+    } else {
+        path.parent().map(Path::to_path_buf).unwrap_or_default()
+    };
+    let mut lib_report = ReloadReport::default();
+    let libs = load_libs(&sandbox, &dir, &dir.join("lib"), &BTreeMap::new(), &mut lib_report);
+    let modules = Arc::new(modules_of(&libs));
     let compile = |file: &Path| match read_policy(file)
         .and_then(|b| String::from_utf8(b).map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "not valid UTF-8")))
     {
-        Ok(src) => sandbox.compile(file, &src).err(),
+        Ok(src) => sandbox.compile(file, &src, &modules).err(),
         Err(e) => Some(io_diag(file, e)),
     };
-    if !path.is_dir() {
+    if !is_dir {
         return compile(path).into_iter().collect();
     }
     let entries = match fs::read_dir(path) {
@@ -310,7 +686,7 @@ pub fn check(path: &Path, limits: &Limits) -> Vec<Diagnostic> {
         .filter(|n| n.ends_with(".rhai") && !n.starts_with('.'))
         .collect();
     names.sort();
-    let mut out = Vec::new();
+    let mut out = lib_report.failed;
     for name in names {
         let file = path.join(&name);
         if !file.is_file() {
@@ -330,6 +706,92 @@ pub fn check(path: &Path, limits: &Limits) -> Vec<Diagnostic> {
         }
     }
     out
+}
+
+/// The result of one test file in [`run_tests`].
+#[derive(Debug, Clone)]
+pub struct TestFileReport {
+    /// The test file.
+    pub file: PathBuf,
+    /// The policy it tests.
+    pub policy: String,
+    /// Each case's result; empty when the file or its policy could not be used.
+    pub results: Vec<CaseResult>,
+    /// Why no case could run (the file does not parse, the policy is missing or does not
+    /// compile).
+    pub error: Option<String>,
+}
+
+impl TestFileReport {
+    /// Cases that failed (an unusable file counts as one failure).
+    pub fn failures(&self) -> usize {
+        self.results.iter().filter(|r| !r.passed).count() + usize::from(self.error.is_some())
+    }
+}
+
+/// Runs every `<dir>/tests/*.toml` against the policies of `dir` as they are on disk (compiled
+/// with the libraries of `dir/lib`, without the activation gate), sorted by file name.
+pub fn run_tests(dir: &Path, limits: &Limits, setup: impl FnOnce(&mut rhai::Engine)) -> Result<Vec<TestFileReport>, Diagnostic> {
+    let sandbox = Sandbox::new(limits, setup);
+    let tests_dir = dir.join("tests");
+    let entries = fs::read_dir(&tests_dir).map_err(|e| Diagnostic {
+        file: tests_dir.clone(),
+        line: 0,
+        col: 0,
+        message: format!("cannot read the test directory: {e}"),
+    })?;
+    let mut files: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml") && p.is_file())
+        .collect();
+    files.sort();
+    let mut lib_report = ReloadReport::default();
+    let libs = load_libs(&sandbox, dir, &dir.join("lib"), &BTreeMap::new(), &mut lib_report);
+    let modules = Arc::new(modules_of(&libs));
+    let mut out = Vec::new();
+    for file in files {
+        let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_owned();
+        let mut report = TestFileReport {
+            file: file.clone(),
+            policy: stem.clone(),
+            results: Vec::new(),
+            error: None,
+        };
+        let policy_file = dir.join(format!("{stem}.rhai"));
+        let text = fs::read(&file)
+            .map_err(|e| format!("{}: cannot read: {e}", file.display()))
+            .and_then(|b| String::from_utf8(b).map_err(|_| format!("{}: not valid UTF-8", file.display())));
+        let cases = text.and_then(|t| testing::parse_tests(&file, &t).map_err(|d| d.to_string()));
+        let source = read_policy(&policy_file)
+            .map_err(|e| format!("{}: cannot read the policy it tests: {e}", policy_file.display()))
+            .and_then(|b| String::from_utf8(b).map_err(|_| format!("{}: not valid UTF-8", policy_file.display())));
+        match (policy_name(&format!("{stem}.rhai")), cases, source) {
+            (None, _, _) => {
+                report.error = Some(format!(
+                    "{}: the file name must be a policy name followed by .toml",
+                    file.display()
+                ))
+            }
+            (_, Err(e), _) | (_, _, Err(e)) => report.error = Some(e),
+            (Some(name), Ok(cases), Ok(src)) => match sandbox.compile(&policy_file, &src, &modules) {
+                Err(d) => report.error = Some(d.to_string()),
+                Ok(compiled) => {
+                    let hash: [u8; 32] = Sha256::digest(src.as_bytes()).into();
+                    let version = version_of(&hash, &compiled.deps, &libs);
+                    report.results =
+                        testing::run_cases(&sandbox, &compiled.ast, &policy_file, &version, name, &cases);
+                }
+            },
+        }
+        out.push(report);
+    }
+    Ok(out)
+}
+
+/// Whether `name` is a policy name: a kind, or `_` and a system name (e.g. `_users`).
+pub fn is_policy_name(name: &str) -> bool {
+    policy_name(&format!("{name}.rhai")).is_some()
 }
 
 /// The policy name of a file name, or `None` when the loader ignores the file.

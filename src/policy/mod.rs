@@ -21,14 +21,18 @@
 //! compile, so a save caught between truncate and write keeps the last good version.
 
 mod engine;
+mod helpers;
 mod loader;
+pub mod testing;
 mod watcher;
 
 use std::{fmt, path::PathBuf, time::Duration};
 
 use serde::Serialize;
 
-pub use loader::{check, PolicyEngine, PolicySet};
+pub use loader::{
+    check, is_policy_name, run_tests, Candidate, PolicyEngine, PolicySet, TestFileReport, MAX_POLICY_BYTES,
+};
 pub use watcher::{watch, WatchGuard};
 
 /// Resource limits for one policy evaluation. Exceeding any of them denies with [`Outcome::Error`].
@@ -115,10 +119,15 @@ pub struct RequestInput<'a> {
     pub path: &'a str,
     /// Request time in unix seconds.
     pub time: i64,
+    /// The client's IP address; `()` in the script when unknown.
+    pub ip: Option<&'a str>,
+    /// Request headers as `(name, value)`; the script's `request.headers` map (names in lower
+    /// case). `Authorization`, `Proxy-Authorization` and `Cookie` are never passed on.
+    pub headers: &'a [(&'a str, &'a str)],
 }
 
 /// How a decision came about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Outcome {
     /// The script allowed the request.
@@ -156,9 +165,15 @@ pub struct PolicyStatus {
     pub version: Option<String>,
     /// When the running version was loaded (RFC 3339, UTC).
     pub loaded_at: Option<String>,
-    /// The last compile error as `file:line:col: message`; `None` when the file on disk is what
-    /// is loaded.
+    /// The last compile error as `file:line:col: message`, or why its tests kept it from going
+    /// live; `None` when the file on disk is what is loaded.
     pub error: Option<String>,
+    /// Libraries the loaded version imports (`roles` for `lib/roles.rhai`).
+    pub imports: Vec<String>,
+    /// How many test cases the loaded version passed; `None` without a test file.
+    pub tests_passed: Option<usize>,
+    /// The failing cases that kept the file on disk from going live.
+    pub failing_tests: Vec<String>,
 }
 
 /// A compile (or read) problem in one policy file, displayed as `file:line:col: message`.
@@ -253,6 +268,8 @@ pub(crate) fn sample_input() -> Input<'static> {
             method: "GET",
             path: "/resources/notes/n1",
             time: 1_700_000_000,
+            ip: Some("10.1.2.3"),
+            headers: &[("x-tenant", "acme"), ("authorization", "Bearer secret")],
         },
     }
 }

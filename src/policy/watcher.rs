@@ -39,7 +39,7 @@ impl Drop for WatchGuard {
     }
 }
 
-/// Starts watching `engine.dir()` (non-recursively) and reloading on changes; it also reloads
+/// Starts watching `engine.dir()` (with its `lib/` and `tests/`) and reloading on changes; it also reloads
 /// once right away. With `poll`, uses a content-comparing [`PollWatcher`] (1 s interval) instead
 /// of the native backend, for file systems without change notification.
 ///
@@ -71,7 +71,7 @@ pub fn watch(engine: Arc<PolicyEngine>, poll: bool) -> Result<WatchGuard, Policy
     } else {
         Box::new(notify::recommended_watcher(handler).map_err(watch_err)?)
     };
-    watcher.watch(&dir, RecursiveMode::NonRecursive).map_err(watch_err)?;
+    watcher.watch(&dir, RecursiveMode::Recursive).map_err(watch_err)?;
     let task = runtime.spawn(reload_loop(engine, rx));
     Ok(WatchGuard {
         _watcher: watcher,

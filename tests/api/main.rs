@@ -12,6 +12,7 @@ mod hot_reload;
 mod keys;
 mod openapi;
 mod policies;
+mod policy_tools;
 mod refresh;
 mod resources;
 mod token;
