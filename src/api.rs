@@ -1,7 +1,8 @@
 //! The HTTP API: poem-openapi endpoints, the OpenAPI document, Swagger UI and error mapping.
 //!
-//! [`openapi_service`] is the single builder of the spec: the server, `gatehouse openapi` and
-//! the drift test all use it. [`routes`] assembles the full endpoint around an [`AppState`].
+//! [`openapi_service_with`] is the single builder of the spec: the server, `gatehouse openapi` and
+//! the drift test all use it ([`openapi_service`] is the `gatehouse` binary's, whose only plugin
+//! is the document store). [`routes`] assembles the full endpoint around an [`AppState`].
 
 pub mod keys;
 pub mod policies;
@@ -21,7 +22,7 @@ use poem::{
     http::{HeaderValue, Method},
     Endpoint, EndpointExt, IntoResponse, Request, Response, Route,
 };
-use poem_openapi::{OpenApiService, Tags};
+use poem_openapi::{OpenApi, OpenApiService, Tags};
 use serde_json::Value;
 
 use crate::{
@@ -42,6 +43,8 @@ pub struct AppState {
     pub auth: Authenticator,
     /// Password hashing off the async workers.
     pub hasher: Hasher,
+    /// The plugins' token-issue hooks (see [`crate::plugin`]).
+    pub plugins: Arc<dyn crate::plugin::PluginHooks>,
     /// Where the signing keys come from (rotation works only for generated keys).
     pub key_source: crate::app::KeySource,
     /// Serialises key rotations within this process.
@@ -79,31 +82,38 @@ pub enum ApiTags {
     System,
 }
 
-/// The OpenAPI service: every operation of the server.
-pub type ApiService = OpenApiService<
-    (
-        token::TokenApi,
-        keys::KeysApi,
-        resources::ResourceApi,
-        users::UserApi,
-        policies::PolicyApi,
-        system::SystemApi,
-    ),
-    (),
->;
+/// Every operation of a server whose plugins' endpoints are `P` (see [`crate::plugin`]): the
+/// built-in APIs with the plugins' in the middle, where the document store has always been.
+pub type FullApi<P> = (
+    token::TokenApi,
+    keys::KeysApi,
+    P,
+    users::UserApi,
+    policies::PolicyApi,
+    system::SystemApi,
+);
+
+/// The OpenAPI service of the `gatehouse` binary: every operation of the server.
+pub type ApiService = OpenApiService<FullApi<resources::ResourceApi>, ()>;
 
 const API_DESCRIPTION: &str = "JWT-secured resources whose access rules are hot-reloaded Rhai scripts.\n\n\
 Log in with **Authorize** (OAuth2 password flow against `POST /token`), then call any endpoint. \
 A resource kind exists while `policies/<kind>.rhai` exists; that script decides every request to it. \
 Errors are `application/problem+json` (RFC 9457), except the token endpoint's, which follow RFC 6749 §5.2.";
 
-/// Builds the OpenAPI service (no state needed: the spec is a function of the types).
+/// Builds the OpenAPI service of the `gatehouse` binary (the document store is its only
+/// plugin). No state needed: the spec is a function of the types.
 pub fn openapi_service() -> ApiService {
+    openapi_service_with(resources::ResourceApi)
+}
+
+/// Builds the OpenAPI service with the plugins' endpoints `plugins`.
+pub fn openapi_service_with<P: OpenApi>(plugins: P) -> OpenApiService<FullApi<P>, ()> {
     OpenApiService::new(
         (
             token::TokenApi,
             keys::KeysApi,
-            resources::ResourceApi,
+            plugins,
             users::UserApi,
             policies::PolicyApi,
             system::SystemApi,
@@ -117,14 +127,25 @@ pub fn openapi_service() -> ApiService {
 /// The spec as pretty JSON, exactly what `gatehouse openapi` prints and
 /// `openapi/openapi.json` holds.
 pub fn spec_json() -> String {
-    complete_spec(&openapi_service().spec())
+    spec_json_of(&openapi_service())
+}
+
+/// The spec of any service as pretty JSON (with the fix described at [`spec_yaml`]).
+pub fn spec_json_of<T: OpenApi>(svc: &OpenApiService<T, ()>) -> String {
+    complete_spec(&svc.spec())
 }
 
 /// The spec in YAML, with the same fix as [`spec_json`].
 pub fn spec_yaml() -> String {
+    spec_yaml_of(&openapi_service())
+}
+
+/// The spec of any service in YAML. poem-openapi leaves out the empty `scopes` of the OAuth2
+/// flow, which OpenAPI 3.0 requires; it is put back.
+pub fn spec_yaml_of<T: OpenApi>(svc: &OpenApiService<T, ()>) -> String {
     // poem-openapi writes `tokenUrl: /token` and nothing else for the flow: add the scopes line
     // at the same indentation.
-    let yaml = openapi_service().spec_yaml();
+    let yaml = svc.spec_yaml();
     let mut out = String::with_capacity(yaml.len() + 32);
     for line in yaml.lines() {
         out.push_str(line);
@@ -165,12 +186,20 @@ fn complete_spec(spec: &str) -> String {
 /// The whole HTTP endpoint: API, `/openapi.json`, `/openapi.yaml`, `/docs`, body limit and
 /// problem+json for every error.
 pub fn routes(state: Arc<AppState>) -> impl Endpoint {
-    let svc = openapi_service();
+    routes_with(state, resources::ResourceApi)
+}
+
+/// As [`routes`], with the plugins' endpoints `plugins` (check them first with
+/// [`crate::plugin::check_api`]: clashing operation ids make poem-openapi panic).
+pub fn routes_with<P: OpenApi + 'static>(state: Arc<AppState>, plugins: P) -> impl Endpoint {
+    let svc = openapi_service_with(plugins);
     let max_body = state.settings.max_body_bytes;
+    let json = spec_json_of(&svc);
+    let yaml = spec_yaml_of(&svc);
     Route::new()
         .nest("/docs", svc.swagger_ui())
-        .at("/openapi.json", spec_endpoint(spec_json(), "application/json"))
-        .at("/openapi.yaml", spec_endpoint(spec_yaml(), "application/x-yaml"))
+        .at("/openapi.json", spec_endpoint(json, "application/json"))
+        .at("/openapi.yaml", spec_endpoint(yaml, "application/x-yaml"))
         .nest("/", svc)
         .around(move |ep, req| guard_request(ep, req, max_body))
         .data(state)
@@ -356,7 +385,12 @@ pub fn authorize(
     let decision = set.evaluate(name, &input);
     let duration_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
     let (outcome, reason, error, version) = match &decision {
-        Some(d) => (d.outcome, d.reason.clone(), d.error.clone(), Some(d.policy_version.clone())),
+        Some(d) => (
+            d.outcome,
+            d.reason.clone(),
+            d.error.clone(),
+            Some(d.policy_version.clone()),
+        ),
         None => (
             Outcome::Error,
             None,
@@ -369,7 +403,11 @@ pub fn authorize(
     if let Some(ctx) = ctx {
         ctx.note_decision(&decision_id, outcome == Outcome::Allow);
     }
-    if let Some(log) = req.data::<Arc<AppState>>().map(|s| &s.decisions).filter(|l| l.enabled()) {
+    if let Some(log) = req
+        .data::<Arc<AppState>>()
+        .map(|s| &s.decisions)
+        .filter(|l| l.enabled())
+    {
         log.record(&crate::decisions::DecisionRecord {
             time: now_rfc3339_millis(),
             decision_id,
@@ -410,9 +448,8 @@ pub fn authorize(
 /// Now, as RFC 3339 UTC with milliseconds (decision records).
 pub fn now_rfc3339_millis() -> String {
     let now = time::OffsetDateTime::now_utc();
-    let format = time::macros::format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
-    );
+    let format =
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
     now.format(&format).unwrap_or_default()
 }
 

@@ -7,6 +7,7 @@
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use base64::Engine as _;
+use poem::EndpointExt as _;
 use rand::RngCore;
 
 use crate::{
@@ -18,6 +19,7 @@ use crate::{
     },
     config::{Secret, Settings},
     model::{Role, Username},
+    plugin::{check_api, DocumentStore, Plugins},
     policy::{self, Limits, PolicyEngine, WatchGuard},
     store::{SledStore, Store, StoreError, UserRecord},
 };
@@ -37,6 +39,9 @@ pub enum AppError {
     /// The policy watcher could not start.
     #[error("policy watcher: {0}")]
     Policy(String),
+    /// The plugins' endpoints clash with each other or with gatehouse's.
+    #[error(transparent)]
+    Plugin(#[from] crate::plugin::PluginError),
 }
 
 /// What happened at startup that the operator must be told.
@@ -50,13 +55,16 @@ pub enum AdminBootstrap {
     CreatedWithGeneratedPassword(Secret),
 }
 
-/// A server ready to run: store open, policies loaded and watched, listener bound.
+/// A server ready to run: store open, policies loaded and watched, listener bound, routes
+/// (with the plugins' endpoints) assembled.
 pub struct Application {
     listener: tokio::net::TcpListener,
     addr: SocketAddr,
     state: Arc<AppState>,
     admin: AdminBootstrap,
     watch: WatchGuard,
+    endpoint: poem::endpoint::BoxEndpoint<'static>,
+    plugin_names: Vec<String>,
 }
 
 impl std::fmt::Debug for Application {
@@ -203,18 +211,37 @@ pub async fn bootstrap_admin(
 }
 
 impl Application {
-    /// Opens everything and binds the listener. Must run inside a multi-threaded tokio runtime.
+    /// Opens everything and binds the listener, with the plugins of the `gatehouse` binary
+    /// ([`crate::plugin::DefaultPlugins`]: the document store). Must run inside a multi-threaded tokio runtime.
     pub async fn build(settings: Settings) -> Result<Self, AppError> {
-        // A configured key that cannot be used must fail before anything is written to disk.
-        if let Some(path) = &settings.jwt_private_key {
-            keys::RingKey::from_pem_file(path, algorithm(&settings)?)?;
-        }
-        let store: Arc<dyn Store> = Arc::new(SledStore::open(&settings.data_dir)?);
-        Self::build_with_store(settings, store).await
+        Self::build_with_plugins(settings, (DocumentStore,)).await
     }
 
     /// As [`Application::build`], over a store of the caller's choice.
     pub async fn build_with_store(settings: Settings, store: Arc<dyn Store>) -> Result<Self, AppError> {
+        Self::build_with_store_and_plugins(settings, store, (DocumentStore,)).await
+    }
+
+    /// As [`Application::build`], with a plugin set of the caller's choice (see
+    /// [`crate::plugin`]; include [`DocumentStore`] to keep `/resources`).
+    pub async fn build_with_plugins<P: Plugins>(settings: Settings, plugins: P) -> Result<Self, AppError> {
+        // Clashing plugin endpoints and a configured key that cannot be used must fail before
+        // anything is written to disk.
+        check_api::<P::Api>()?;
+        if let Some(path) = &settings.jwt_private_key {
+            keys::RingKey::from_pem_file(path, algorithm(&settings)?)?;
+        }
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(&settings.data_dir)?);
+        Self::build_with_store_and_plugins(settings, store, plugins).await
+    }
+
+    /// As [`Application::build_with_plugins`], over a store of the caller's choice.
+    pub async fn build_with_store_and_plugins<P: Plugins>(
+        settings: Settings,
+        store: Arc<dyn Store>,
+        plugins: P,
+    ) -> Result<Self, AppError> {
+        check_api::<P::Api>()?;
         // Half the cores hash passwords (at least one): a login flood then leaves the other half
         // to guarded requests, which matter more for a gatekeeper than login throughput.
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
@@ -229,7 +256,12 @@ impl Application {
                 leeway: settings.leeway,
             },
         )?;
-        let policies = Arc::new(PolicyEngine::new(settings.policies.clone(), policy_limits(&settings)));
+        // Plugins register their Rhai helpers before the sandbox is hardened.
+        let policies = Arc::new(PolicyEngine::with_setup(
+            settings.policies.clone(),
+            policy_limits(&settings),
+            |engine| plugins.register_rhai(engine),
+        ));
         let engine = policies.clone();
         tokio::task::spawn_blocking(move || engine.reload())
             .await
@@ -248,11 +280,14 @@ impl Application {
             settings.login_failure_limit,
             Duration::from_secs(settings.login_failure_window),
         );
+        let plugin_names = plugins.names().into_iter().map(str::to_owned).collect();
+        let plugin_api = plugins.api();
         let state = Arc::new(AppState {
             auth: Authenticator::new(Arc::new(tokens), store.clone()),
             settings,
             store,
             hasher,
+            plugins: Arc::new(plugins),
             policies,
             key_source,
             key_lock: tokio::sync::Mutex::new(()),
@@ -260,12 +295,15 @@ impl Application {
             decisions,
             policy_edit_lock: tokio::sync::Mutex::new(()),
         });
+        let endpoint = api::routes_with(state.clone(), plugin_api).map_to_response().boxed();
         Ok(Self {
             listener,
             addr,
             state,
             admin,
             watch,
+            endpoint,
+            plugin_names,
         })
     }
 
@@ -277,6 +315,11 @@ impl Application {
     /// Shared state (store, policies, auth).
     pub fn state(&self) -> &Arc<AppState> {
         &self.state
+    }
+
+    /// The names of the plugins served, in order.
+    pub fn plugin_names(&self) -> &[String] {
+        &self.plugin_names
     }
 
     /// Whether `admin` was created at this start, and how.
@@ -312,7 +355,7 @@ impl Application {
             }
         });
         let served = poem::Server::new_with_acceptor(acceptor)
-            .run_with_graceful_shutdown(api::routes(self.state), shutdown, Some(Duration::from_secs(10)))
+            .run_with_graceful_shutdown(self.endpoint, shutdown, Some(Duration::from_secs(10)))
             .await;
         drop(self.watch);
         pruner.abort();

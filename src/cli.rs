@@ -1,6 +1,8 @@
 //! The command line: `serve`, `user ...`, `policy check|test|eval|replay`, `keys ...`, `openapi`.
 //!
-//! `main.rs` only calls [`main`]. User commands open the store directly and therefore refuse,
+//! `main.rs` only calls [`main`], which is [`main_with`] the default plugin set (the document
+//! store). A program with plugins of its own calls [`main_with`] with its set and gets the same
+//! command line, serving and printing the spec with its endpoints. User commands open the store directly and therefore refuse,
 //! with a plain message and a non-zero exit, while a server holds the data directory.
 
 mod policy;
@@ -11,11 +13,12 @@ use clap::{Parser, Subcommand};
 
 use crate::{
     api,
-    app::{random_token, AdminBootstrap, Application},
+    app::policy_limits,
+    app::{random_token, AdminBootstrap, AppError, Application},
     auth::password::{check_password_rules, hash_blocking},
     config::{Settings, SettingsArgs},
-    app::policy_limits,
     model::{Role, Username},
+    plugin::{DocumentStore, Plugins},
     store::{new_token_version, SledStore, Store, StoreError, UserRecord},
 };
 
@@ -121,11 +124,18 @@ enum PolicyCommand {
     },
 }
 
-/// Parses the command line and runs it.
+/// Parses the command line and runs it: the `gatehouse` binary, whose only plugin is the
+/// document store.
 pub fn main() -> ExitCode {
+    main_with((DocumentStore,))
+}
+
+/// Parses the command line and runs it with the plugin set `plugins` (see [`crate::plugin`]):
+/// `serve` serves their endpoints and `openapi` prints them.
+pub fn main_with<P: Plugins>(plugins: P) -> ExitCode {
     let cli = Cli::parse();
     crate::telemetry::init();
-    match run(cli) {
+    match run(cli, plugins) {
         Ok(code) => code,
         Err(msg) => {
             eprintln!("error: {msg}");
@@ -134,13 +144,14 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<ExitCode, String> {
+fn run<P: Plugins>(cli: Cli, plugins: P) -> Result<ExitCode, String> {
     match cli.command {
         Command::Openapi => {
             use std::io::Write as _;
+            let spec = crate::plugin::spec_json(&plugins).map_err(|e| e.to_string())?;
             let mut out = std::io::stdout().lock();
             // A closed pipe (`gatehouse openapi | head`) is not an error worth a panic.
-            let _ = writeln!(out, "{}", api::spec_json());
+            let _ = writeln!(out, "{spec}");
             Ok(ExitCode::SUCCESS)
         }
         Command::Policy(cmd) => {
@@ -148,14 +159,23 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             let limits = policy_limits(&settings);
             match cmd {
                 PolicyCommand::Check { path } => {
-                    Ok(policy::check(&path.unwrap_or_else(|| settings.policies.clone()), &limits))
+                    let path = path.unwrap_or_else(|| settings.policies.clone());
+                    Ok(policy::check(&path, &limits, |e| plugins.register_rhai(e)))
                 }
-                PolicyCommand::Test { dir } => Ok(policy::test(&policy::dir_or_default(dir, &settings), &limits, |_| {})),
+                PolicyCommand::Test { dir } => {
+                    Ok(policy::test(&policy::dir_or_default(dir, &settings), &limits, |e| {
+                        plugins.register_rhai(e)
+                    }))
+                }
                 PolicyCommand::Eval { kind, input, source } => {
-                    policy::eval(&settings, &limits, &kind, &input, source.as_deref(), |_| {})
+                    policy::eval(&settings, &limits, &kind, &input, source.as_deref(), |e| {
+                        plugins.register_rhai(e)
+                    })
                 }
                 PolicyCommand::Replay { kind, candidate, last } => {
-                    policy::replay_cmd(&settings, &limits, &kind, &candidate, last, |_| {})
+                    policy::replay_cmd(&settings, &limits, &kind, &candidate, last, |e| {
+                        plugins.register_rhai(e)
+                    })
                 }
             }
         }
@@ -165,7 +185,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 .enable_all()
                 .build()
                 .map_err(|e| e.to_string())?;
-            rt.block_on(serve(settings))?;
+            rt.block_on(serve(settings, plugins)).map_err(|e| e.to_string())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Keys(cmd) => {
@@ -187,8 +207,12 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
     }
 }
 
-async fn serve(settings: Settings) -> Result<(), String> {
-    let app = Application::build(settings.clone()).await.map_err(|e| e.to_string())?;
+/// Builds the server with `plugins`, prints the startup banner (address, docs, admin password
+/// when generated, policies loaded and failed) and serves until SIGINT or SIGTERM. This is
+/// `gatehouse serve`; call it from your own `#[tokio::main]` (multi-threaded runtime) when you
+/// do not want the whole command line.
+pub async fn serve<P: Plugins>(settings: Settings, plugins: P) -> Result<(), AppError> {
+    let app = Application::build_with_plugins(settings.clone(), plugins).await?;
     let addr = app.local_addr();
     match app.admin_bootstrap() {
         AdminBootstrap::Existing => {}
@@ -224,7 +248,8 @@ async fn serve(settings: Settings) -> Result<(), String> {
     for f in failed {
         println!("  policy error: {}", f.error.as_deref().unwrap_or_default());
     }
-    app.run(shutdown_signal()).await.map_err(|e| e.to_string())?;
+    println!("  plugins:  {}", app.plugin_names().join(", "));
+    app.run(shutdown_signal()).await?;
     println!("gatehouse stopped");
     Ok(())
 }

@@ -346,17 +346,50 @@ impl Settings {
                 .or(file.login_failure_window)
                 .unwrap_or(d.login_failure_window),
             decision_log: non_empty(args.decision_log.clone().or(file.decision_log)),
-            decision_log_max_bytes: args.decision_log_max_bytes.or(file.decision_log_max_bytes).unwrap_or(d.decision_log_max_bytes),
-            decision_log_keep: args.decision_log_keep.or(file.decision_log_keep).unwrap_or(d.decision_log_keep),
-            decision_log_tracing: args.decision_log_tracing.or(file.decision_log_tracing).unwrap_or(d.decision_log_tracing),
-            decision_log_data: args.decision_log_data.or(file.decision_log_data).unwrap_or(d.decision_log_data),
-            policy_max_operations: args.policy_max_operations.or(file.policy_max_operations).unwrap_or(d.policy_max_operations),
-            policy_max_call_levels: args.policy_max_call_levels.or(file.policy_max_call_levels).unwrap_or(d.policy_max_call_levels),
-            policy_max_expr_depth: args.policy_max_expr_depth.or(file.policy_max_expr_depth).unwrap_or(d.policy_max_expr_depth),
-            policy_max_string_size: args.policy_max_string_size.or(file.policy_max_string_size).unwrap_or(d.policy_max_string_size),
-            policy_max_array_size: args.policy_max_array_size.or(file.policy_max_array_size).unwrap_or(d.policy_max_array_size),
-            policy_max_map_size: args.policy_max_map_size.or(file.policy_max_map_size).unwrap_or(d.policy_max_map_size),
-            policy_timeout_ms: args.policy_timeout_ms.or(file.policy_timeout_ms).unwrap_or(d.policy_timeout_ms),
+            decision_log_max_bytes: args
+                .decision_log_max_bytes
+                .or(file.decision_log_max_bytes)
+                .unwrap_or(d.decision_log_max_bytes),
+            decision_log_keep: args
+                .decision_log_keep
+                .or(file.decision_log_keep)
+                .unwrap_or(d.decision_log_keep),
+            decision_log_tracing: args
+                .decision_log_tracing
+                .or(file.decision_log_tracing)
+                .unwrap_or(d.decision_log_tracing),
+            decision_log_data: args
+                .decision_log_data
+                .or(file.decision_log_data)
+                .unwrap_or(d.decision_log_data),
+            policy_max_operations: args
+                .policy_max_operations
+                .or(file.policy_max_operations)
+                .unwrap_or(d.policy_max_operations),
+            policy_max_call_levels: args
+                .policy_max_call_levels
+                .or(file.policy_max_call_levels)
+                .unwrap_or(d.policy_max_call_levels),
+            policy_max_expr_depth: args
+                .policy_max_expr_depth
+                .or(file.policy_max_expr_depth)
+                .unwrap_or(d.policy_max_expr_depth),
+            policy_max_string_size: args
+                .policy_max_string_size
+                .or(file.policy_max_string_size)
+                .unwrap_or(d.policy_max_string_size),
+            policy_max_array_size: args
+                .policy_max_array_size
+                .or(file.policy_max_array_size)
+                .unwrap_or(d.policy_max_array_size),
+            policy_max_map_size: args
+                .policy_max_map_size
+                .or(file.policy_max_map_size)
+                .unwrap_or(d.policy_max_map_size),
+            policy_timeout_ms: args
+                .policy_timeout_ms
+                .or(file.policy_timeout_ms)
+                .unwrap_or(d.policy_timeout_ms),
         };
         settings.validate()?;
         Ok(settings)

@@ -526,10 +526,16 @@ mod tests {
         };
         let lean = RecordedInput::capture(&claims, &resource, &request, false);
         let text = serde_json::to_string(&lean).unwrap();
-        assert!(!text.contains("secret") && !text.contains("acme") && !text.contains("Bearer"), "{text}");
+        assert!(
+            !text.contains("secret") && !text.contains("acme") && !text.contains("Bearer"),
+            "{text}"
+        );
         let full = RecordedInput::capture(&claims, &resource, &request, true);
         let text = serde_json::to_string(&full).unwrap();
-        assert!(text.contains("secret") && text.contains("acme") && !text.contains("Bearer"), "{text}");
+        assert!(
+            text.contains("secret") && text.contains("acme") && !text.contains("Bearer"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -9,8 +9,10 @@
 //! - [`policy`]: the Rhai engine, loader and watcher. Knows nothing of HTTP or storage.
 //! - [`decisions`]: the decision log (JSON lines, rotated) and reading it back for replay.
 //! - [`api`]: poem-openapi endpoints, problem+json errors, the OpenAPI document.
-//! - [`app`]: builds and runs a server from [`config::Settings`].
-//! - [`cli`]: the `gatehouse` command line.
+//! - [`plugin`]: the extension point: Rhai helpers, token claims and typed endpoints from other
+//!   crates ([`Plugin`], [`serve`], [`DocumentStore`]).
+//! - [`app`]: builds and runs a server from [`config::Settings`] and a plugin set.
+//! - [`cli`]: the `gatehouse` command line ([`cli::main_with`] runs it with your plugins).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -21,9 +23,12 @@ pub mod cli;
 pub mod config;
 pub mod decisions;
 pub mod model;
+pub mod plugin;
 pub mod policy;
 pub mod store;
 pub mod telemetry;
 
 pub use app::Application;
+pub use cli::serve;
 pub use config::Settings;
+pub use plugin::{DocumentStore, Plugin, Plugins};

@@ -478,7 +478,14 @@ fn record_change(state: &AppState, change: &PolicyChange) {
     }
 }
 
-fn change_record(auth: &BearerAuth, req: &Request, name: &str, change: &str, old: Option<&[u8]>, new: Option<&[u8]>) -> PolicyChange {
+fn change_record(
+    auth: &BearerAuth,
+    req: &Request,
+    name: &str,
+    change: &str,
+    old: Option<&[u8]>,
+    new: Option<&[u8]>,
+) -> PolicyChange {
     let version = |b: &[u8]| etag(b).trim_matches('"').to_owned();
     PolicyChange {
         time: super::now_rfc3339(),
@@ -651,7 +658,10 @@ impl PolicyApi {
             )));
         }
         let change = if current.is_some() { "update" } else { "create" };
-        record_change(&state, &change_record(&auth, req, name, change, current.as_deref(), Some(body.0.as_bytes())));
+        record_change(
+            &state,
+            &change_record(&auth, req, name, change, current.as_deref(), Some(body.0.as_bytes())),
+        );
         reload(&state).await?;
         let view = state
             .policies
@@ -689,12 +699,12 @@ impl PolicyApi {
         Self::check(&state, req, &auth, Action::Delete.as_str(), Some(name), &empty())?;
         let file = file_of(&state, name);
         let _edit = state.policy_edit_lock.lock().await;
-        let current = read_current(&file)?.ok_or_else(|| ApiError::not_found(format!("no policy file `{name}.rhai`")))?;
+        let current =
+            read_current(&file)?.ok_or_else(|| ApiError::not_found(format!("no policy file `{name}.rhai`")))?;
         if let Some(p) = if_match_fails(if_match.0.as_deref(), Some(&current)) {
             return Ok(PolicyDeleted::PreconditionFailed(Json(p)));
         }
-        std::fs::remove_file(&file)
-            .map_err(|e| ApiError::conflict(format!("cannot remove `{name}.rhai`: {e}")))?;
+        std::fs::remove_file(&file).map_err(|e| ApiError::conflict(format!("cannot remove `{name}.rhai`: {e}")))?;
         record_change(&state, &change_record(&auth, req, name, "delete", Some(&current), None));
         reload(&state).await?;
         Ok(PolicyDeleted::Deleted)
@@ -704,7 +714,11 @@ impl PolicyApi {
     ///
     /// Every save and delete made through this API, oldest first. Decided by `_policies.rhai`
     /// with `action == "read"`.
-    #[oai(path = "/policies/:name/history", method = "get", operation_id = "get_policy_history")]
+    #[oai(
+        path = "/policies/:name/history",
+        method = "get",
+        operation_id = "get_policy_history"
+    )]
     async fn history(
         &self,
         state: Data<&Arc<AppState>>,
@@ -819,10 +833,14 @@ impl PolicyApi {
         let set = Self::check(&state, req, &auth, "replay", Some(name), &empty())?;
         let last = body.last.unwrap_or(100);
         if !(1..=MAX_REPLAY).contains(&last) {
-            return Err(ApiError::bad_request(format!("`last` must be between 1 and {MAX_REPLAY}")));
+            return Err(ApiError::bad_request(format!(
+                "`last` must be between 1 and {MAX_REPLAY}"
+            )));
         }
         let Some(path) = state.decisions.path().map(FsPath::to_path_buf) else {
-            return Err(ApiError::conflict("the decision log is off (decision_log = \"off\"), so there is nothing to replay"));
+            return Err(ApiError::conflict(
+                "the decision log is off (decision_log = \"off\"), so there is nothing to replay",
+            ));
         };
         let candidate = match set.compile_candidate(name, &body.source) {
             Ok(c) => c,
@@ -901,7 +919,12 @@ pub fn replay(log: &FsPath, policy: &str, n: usize, candidate: &Candidate) -> st
 pub fn replay_one(rec: &decisions::DecisionRecord, candidate: &Candidate) -> Decision {
     let i = &rec.input;
     let empty = empty();
-    let headers: Vec<(&str, &str)> = i.request.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let headers: Vec<(&str, &str)> = i
+        .request
+        .headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
     let input = crate::policy::Input {
         claims: &i.claims,
         action: &rec.action,

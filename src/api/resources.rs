@@ -99,7 +99,7 @@ fn now_rfc3339() -> String {
 }
 
 /// The kind named in the path, if its policy is loaded in `set`.
-fn known_kind(set: &PolicySet, kind: &str) -> Result<Kind, ApiError> {
+pub(crate) fn known_kind(set: &PolicySet, kind: &str) -> Result<Kind, ApiError> {
     match Kind::parse(kind) {
         Ok(k) if set.has(k.as_str()) => Ok(k),
         Ok(k) if set.status().iter().any(|s| s.name == k.as_str()) => Err(ApiError::not_found(format!(

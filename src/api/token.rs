@@ -302,7 +302,9 @@ impl TokenApi {
             Err(answer) => return answer,
         };
         let issued = async {
-            let (access_token, expires_in) = state.auth.tokens().issue(&user)?;
+            // Plugin claims come from the user record as it is now (also on refresh).
+            let extra = state.plugins.extra_claims(&user);
+            let (access_token, expires_in) = state.auth.tokens().issue_with(&user, extra)?;
             let ttl = state.settings.refresh_token_ttl;
             let refresh_token = refresh::issue_refresh(state.store.as_ref(), &user, family, ttl).await?;
             Ok::<_, AuthError>((access_token, expires_in, refresh_token))

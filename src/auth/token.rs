@@ -18,6 +18,16 @@ use crate::store::UserRecord;
 /// Tokens longer than this are refused unread.
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
 
+/// Claim names that only gatehouse sets. Extra claims (from plugins) with these names are
+/// dropped, so they can never override who the token is for, its roles, lifetime, issuer,
+/// audience, id or token version.
+pub const RESERVED_CLAIMS: [&str; 10] = ["sub", "roles", "iat", "exp", "nbf", "iss", "aud", "jti", "uver", "typ"];
+
+/// Whether `name` is one of [`RESERVED_CLAIMS`].
+pub fn is_reserved_claim(name: &str) -> bool {
+    RESERVED_CLAIMS.contains(&name)
+}
+
 /// The claims of a gatehouse access token.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Claims {
@@ -164,8 +174,22 @@ impl TokenService {
 
     /// Issues an access token for `user`; returns the token and its lifetime in seconds.
     pub fn issue(&self, user: &UserRecord) -> Result<(String, u64), AuthError> {
+        self.issue_with(user, serde_json::Map::new())
+    }
+
+    /// As [`TokenService::issue`], with extra claims (e.g. from plugins). Extra claims named in
+    /// [`RESERVED_CLAIMS`] are dropped (callers warn about them first). A token that would be
+    /// larger than [`MAX_TOKEN_BYTES`], and so refused on every request, is an error.
+    pub fn issue_with(
+        &self,
+        user: &UserRecord,
+        extra_claims: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(String, u64), AuthError> {
         let iat = now();
-        let mut extra = serde_json::Map::new();
+        let mut extra: serde_json::Map<String, serde_json::Value> = extra_claims
+            .into_iter()
+            .filter(|(name, _)| !is_reserved_claim(name))
+            .collect();
         if let Some(aud) = &self.audience {
             extra.insert("aud".into(), aud.clone().into());
         }
@@ -185,6 +209,12 @@ impl TokenService {
         header.kid = Some(key.kid.clone());
         let token = encode(&header, &claims, key.encoding())
             .map_err(|e| AuthError::Internal(format!("signing failed: {e}")))?;
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(AuthError::Internal(format!(
+                "the access token would be {} bytes, over the limit of {MAX_TOKEN_BYTES}: extra claims are too large",
+                token.len()
+            )));
+        }
         Ok((token, self.ttl))
     }
 
@@ -290,6 +320,38 @@ mod tests {
         assert_eq!(c.iss, "gatehouse");
         assert_eq!(c.exp - c.iat, 900);
         assert!(!c.jti.is_empty());
+    }
+
+    #[test]
+    fn extra_claims_never_override_reserved_ones() {
+        let s = service(30);
+        let mut extra = serde_json::Map::new();
+        for name in RESERVED_CLAIMS {
+            extra.insert(name.into(), "evil".into());
+        }
+        extra.insert("department".into(), "finance".into());
+        let (t, _) = s.issue_with(&user(), extra).unwrap();
+        let c = s.verify(&t).unwrap();
+        assert_eq!(c.sub, "ann");
+        assert_eq!(c.roles, ["user"]);
+        assert_eq!(c.iss, "gatehouse");
+        assert_ne!(c.jti, "evil");
+        assert_eq!(c.extra.get("department"), Some(&serde_json::Value::from("finance")));
+        for name in ["nbf", "aud", "typ"] {
+            assert!(!c.extra.contains_key(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn oversized_extra_claims_fail_at_issue() {
+        let s = service(30);
+        let mut extra = serde_json::Map::new();
+        extra.insert("blob".into(), "x".repeat(MAX_TOKEN_BYTES).into());
+        assert!(s
+            .issue_with(&user(), extra)
+            .unwrap_err()
+            .to_string()
+            .contains("too large"));
     }
 
     #[test]

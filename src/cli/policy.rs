@@ -21,12 +21,12 @@ use crate::{
 const CHANGED: u8 = 2;
 
 /// `policy check [PATH]`.
-pub fn check(path: &Path, limits: &Limits) -> ExitCode {
+pub fn check(path: &Path, limits: &Limits, setup: impl FnOnce(&mut rhai::Engine)) -> ExitCode {
     if !path.exists() {
         eprintln!("error: `{}` does not exist", path.display());
         return ExitCode::FAILURE;
     }
-    let report = policy::check(path, limits);
+    let report = policy::check_with(path, limits, setup);
     for diag in &report {
         eprintln!("{diag}");
     }
@@ -133,7 +133,9 @@ pub fn eval(
             (file, src)
         }
     };
-    let candidate = set.compile_candidate(kind, &src).map_err(|d| format!("{}: {d}", file.display()))?;
+    let candidate = set
+        .compile_candidate(kind, &src)
+        .map_err(|d| format!("{}: {d}", file.display()))?;
     let case = crate::api::policies::case_of(&body);
     let started = std::time::Instant::now();
     let d = testing::with_input(&case, kind, |input| candidate.evaluate(input));
@@ -214,7 +216,11 @@ pub fn replay_cmd(
             result.without_data
         );
     }
-    println!("{} of {} decision(s) would change", result.changed.len(), result.evaluated);
+    println!(
+        "{} of {} decision(s) would change",
+        result.changed.len(),
+        result.evaluated
+    );
     Ok(if result.changed.is_empty() {
         ExitCode::SUCCESS
     } else {

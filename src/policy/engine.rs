@@ -78,7 +78,13 @@ impl Drop for DeadlineGuard {
 pub(crate) struct LibResolver;
 
 impl ModuleResolver for LibResolver {
-    fn resolve(&self, _: &Engine, _: Option<&str>, path: &str, pos: Position) -> Result<Shared<Module>, Box<EvalAltResult>> {
+    fn resolve(
+        &self,
+        _: &Engine,
+        _: Option<&str>,
+        path: &str,
+        pos: Position,
+    ) -> Result<Shared<Module>, Box<EvalAltResult>> {
         let refuse = |msg: String| -> Box<EvalAltResult> {
             EvalAltResult::ErrorInModule(path.to_owned(), msg.into(), pos).into()
         };
@@ -534,7 +540,10 @@ mod tests {
         assert_error(run(r#"claims.sub = "admin"; true"#));
         assert_error(run(r#"resource.owner = "mallory"; true"#));
         let sb = sandbox(&Limits::default());
-        let ast = sb.compile(Path::new("t.rhai"), "let x = 1; x == 1", &no_libs()).unwrap().ast;
+        let ast = sb
+            .compile(Path::new("t.rhai"), "let x = 1; x == 1", &no_libs())
+            .unwrap()
+            .ast;
         for _ in 0..2 {
             let d = sb.evaluate(&ast, Path::new("t.rhai"), "v", &sample_input());
             assert_eq!(d.outcome, Outcome::Allow);
@@ -652,7 +661,10 @@ mod tests {
     fn libraries_are_embedded_at_compile_time() {
         let sb = sandbox(&Limits::default());
         let lib = sb
-            .compile_lib(Path::new("lib/roles.rhai"), "export const ADMIN = \"admin\";\nfn is_admin(c) { c.roles.contains(\"admin\") }")
+            .compile_lib(
+                Path::new("lib/roles.rhai"),
+                "export const ADMIN = \"admin\";\nfn is_admin(c) { c.roles.contains(\"admin\") }",
+            )
             .unwrap();
         let mut libs = LibModules::new();
         libs.insert("roles".into(), Ok(lib));
@@ -665,13 +677,19 @@ mod tests {
         let d = sb.evaluate(&compiled.ast, Path::new("t.rhai"), "v", &sample_input());
         assert_eq!(d.outcome, Outcome::Allow, "{d:?}");
 
-        let err = sb.compile(Path::new("t.rhai"), "true;\nimport \"lib/broken\" as b;\ntrue", &libs).unwrap_err();
+        let err = sb
+            .compile(Path::new("t.rhai"), "true;\nimport \"lib/broken\" as b;\ntrue", &libs)
+            .unwrap_err();
         assert!(err.message.contains("does not compile"), "{err}");
         assert_eq!((err.line, err.col), (2, 8), "{err}");
-        let err = sb.compile(Path::new("t.rhai"), "import \"lib/none\" as b; true", &libs).unwrap_err();
+        let err = sb
+            .compile(Path::new("t.rhai"), "import \"lib/none\" as b; true", &libs)
+            .unwrap_err();
         assert!(err.message.contains("no library"), "{err}");
 
-        let err = sb.compile_lib(Path::new("lib/x.rhai"), "import \"lib/roles\" as r;\nfn f() { 1 }").unwrap_err();
+        let err = sb
+            .compile_lib(Path::new("lib/x.rhai"), "import \"lib/roles\" as r;\nfn f() { 1 }")
+            .unwrap_err();
         assert!(err.message.contains("cannot import"), "{err}");
         let err = sb.compile_lib(Path::new("lib/x.rhai"), "fn f( { 1 }").unwrap_err();
         assert!(err.to_string().starts_with("lib/x.rhai:1:"), "{err}");
@@ -699,11 +717,15 @@ mod tests {
     #[test]
     fn compile_errors_have_line_and_column() {
         let sb = sandbox(&Limits::default());
-        let diag = sb.compile(Path::new("bad.rhai"), "true &&\nlet x = ;", &no_libs()).unwrap_err();
+        let diag = sb
+            .compile(Path::new("bad.rhai"), "true &&\nlet x = ;", &no_libs())
+            .unwrap_err();
         assert_eq!((diag.line, diag.col), (2, 1), "{diag}");
         assert!(diag.to_string().starts_with("bad.rhai:2:1: "), "{diag}");
         // Strict variables: an unknown name is a compile error, not a runtime `()`.
-        let diag = sb.compile(Path::new("bad.rhai"), "\n  userz == 1", &no_libs()).unwrap_err();
+        let diag = sb
+            .compile(Path::new("bad.rhai"), "\n  userz == 1", &no_libs())
+            .unwrap_err();
         assert_eq!((diag.line, diag.col), (2, 3), "{diag}");
         assert!(diag.message.contains("userz"), "{diag}");
     }

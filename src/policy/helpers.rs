@@ -142,7 +142,11 @@ mod tests {
         )));
         assert!(truthy(&format!(r#"parse_time("2026-12-03T19:45:30Z") == {t}"#)));
         assert!(truthy(&format!(r#"parse_time("2026-12-03T20:45:30+01:00") == {t}"#)));
-        for bad in [r#"hour(0, "CET")"#, r#"hour(0, "+25:00")"#, r#"parse_time("yesterday")"#] {
+        for bad in [
+            r#"hour(0, "CET")"#,
+            r#"hour(0, "+25:00")"#,
+            r#"parse_time("yesterday")"#,
+        ] {
             assert!(eval(bad).is_err(), "{bad}");
         }
     }
@@ -150,7 +154,9 @@ mod tests {
     #[test]
     fn glob_helper() {
         assert!(truthy(r#"glob_match("reports/**/*.pdf", "reports/2026/q4/x.pdf")"#));
-        assert!(truthy(r#"glob_match("team-*", "team-red") && !glob_match("team-*", "teams")"#));
+        assert!(truthy(
+            r#"glob_match("team-*", "team-red") && !glob_match("team-*", "teams")"#
+        ));
         assert!(truthy(r#"glob_match("{a,b}?", "bx") && !glob_match("{a,b}?", "cx")"#));
     }
 
@@ -162,7 +168,9 @@ mod tests {
         assert!(truthy(r#"cidr_match("2001:db8::/32", "2001:db8::1")"#));
         assert!(truthy(r#"cidr_match("127.0.0.1", "127.0.0.1")"#));
         assert!(truthy(r#"cidr_match(["192.168.0.0/16", "10.0.0.0/8"], "10.9.9.9")"#));
-        assert!(truthy(r#"!cidr_match("10.0.0.0/8", "") && !cidr_match("10.0.0.0/8", "garbage")"#));
+        assert!(truthy(
+            r#"!cidr_match("10.0.0.0/8", "") && !cidr_match("10.0.0.0/8", "garbage")"#
+        ));
         assert!(eval(r#"cidr_match("10.0.0.0/33", "10.0.0.1")"#).is_err());
         assert!(eval(r#"cidr_match([1], "10.0.0.1")"#).is_err());
     }

@@ -351,7 +351,8 @@ impl PolicyEngine {
                         continue;
                     }
                     if let Some(p) = prev.filter(|p| {
-                        !old.failed.contains_key(&name) && p.fingerprint == fingerprint(&hash, &p.deps, &libs, test_hash)
+                        !old.failed.contains_key(&name)
+                            && p.fingerprint == fingerprint(&hash, &p.deps, &libs, test_hash)
                     }) {
                         loaded.insert(name, Arc::clone(p));
                         continue;
@@ -371,8 +372,14 @@ impl PolicyEngine {
                                         format!("not activated: its tests cannot be read: {d}"),
                                     )),
                                     Some(Ok(cases)) => {
-                                        let results =
-                                            testing::run_cases(&self.sandbox, &compiled.ast, &label, &version, &name, cases);
+                                        let results = testing::run_cases(
+                                            &self.sandbox,
+                                            &compiled.ast,
+                                            &label,
+                                            &version,
+                                            &name,
+                                            cases,
+                                        );
                                         let failing: Vec<String> =
                                             results.iter().filter(|r| !r.passed).map(ToString::to_string).collect();
                                         if failing.is_empty() {
@@ -652,7 +659,12 @@ fn load_tests(dir: &Path, old: &BTreeMap<String, Tests>) -> BTreeMap<String, Tes
 /// silently ignore it, and so is every library that does not compile. An empty result means
 /// everything compiles.
 pub fn check(path: &Path, limits: &Limits) -> Vec<Diagnostic> {
-    let sandbox = Sandbox::new(limits, |_| {});
+    check_with(path, limits, |_| {})
+}
+
+/// [`check`] with plugin helpers registered by `setup` (as the server does).
+pub fn check_with(path: &Path, limits: &Limits, setup: impl FnOnce(&mut rhai::Engine)) -> Vec<Diagnostic> {
+    let sandbox = Sandbox::new(limits, setup);
     let io_diag = |file: &Path, e: io::Error| Diagnostic {
         file: file.to_path_buf(),
         line: 0,
@@ -731,7 +743,11 @@ impl TestFileReport {
 
 /// Runs every `<dir>/tests/*.toml` against the policies of `dir` as they are on disk (compiled
 /// with the libraries of `dir/lib`, without the activation gate), sorted by file name.
-pub fn run_tests(dir: &Path, limits: &Limits, setup: impl FnOnce(&mut rhai::Engine)) -> Result<Vec<TestFileReport>, Diagnostic> {
+pub fn run_tests(
+    dir: &Path,
+    limits: &Limits,
+    setup: impl FnOnce(&mut rhai::Engine),
+) -> Result<Vec<TestFileReport>, Diagnostic> {
     let sandbox = Sandbox::new(limits, setup);
     let tests_dir = dir.join("tests");
     let entries = fs::read_dir(&tests_dir).map_err(|e| Diagnostic {
@@ -779,8 +795,7 @@ pub fn run_tests(dir: &Path, limits: &Limits, setup: impl FnOnce(&mut rhai::Engi
                 Ok(compiled) => {
                     let hash: [u8; 32] = Sha256::digest(src.as_bytes()).into();
                     let version = version_of(&hash, &compiled.deps, &libs);
-                    report.results =
-                        testing::run_cases(&sandbox, &compiled.ast, &policy_file, &version, name, &cases);
+                    report.results = testing::run_cases(&sandbox, &compiled.ast, &policy_file, &version, name, &cases);
                 }
             },
         }

@@ -147,11 +147,19 @@ pub fn parse_tests(file: &Path, text: &str) -> Result<Vec<TestCase>, Diagnostic>
     })?;
     for (i, case) in parsed.test.iter().enumerate() {
         if !case.claims.is_object() {
-            return Err(diag(0, 0, format!("test {} `{}`: `claims` must be a table", i + 1, case.name)));
+            return Err(diag(
+                0,
+                0,
+                format!("test {} `{}`: `claims` must be a table", i + 1, case.name),
+            ));
         }
         if let Some(TestTime::Text(t)) = &case.request.time {
             if time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).is_err() {
-                return Err(diag(0, 0, format!("test `{}`: `request.time` `{t}` is not RFC 3339", case.name)));
+                return Err(diag(
+                    0,
+                    0,
+                    format!("test `{}`: `request.time` `{t}` is not RFC 3339", case.name),
+                ));
             }
         }
     }
@@ -359,7 +367,10 @@ expect = "allow"
         )
         .unwrap_err();
         assert!(err.to_string().starts_with("t.toml:4:"), "{err}");
-        assert!(parse_tests(Path::new("t.toml"), "").is_err(), "an empty file tests nothing");
+        assert!(
+            parse_tests(Path::new("t.toml"), "").is_err(),
+            "an empty file tests nothing"
+        );
         let err = parse_tests(
             Path::new("t.toml"),
             "[[test]]\nname = \"x\"\naction = \"read\"\nexpect = \"allow\"\nrequest = { time = \"soon\" }\n",

@@ -19,6 +19,20 @@ pub fn shipped_policies() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("policies")
 }
 
+/// The binary of example `name` (a plugin server), built by `cargo test` next to the
+/// `gatehouse` binary in `target/<profile>/examples/`.
+pub fn example_bin(name: &str) -> PathBuf {
+    let dir = Path::new(BIN).parent().unwrap().join("examples");
+    let bin = dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.is_file(),
+        "example binary `{}` is missing: `cargo test` builds examples, a filtered run may not; \
+         run `cargo build --example {name}` (with the same profile) first",
+        bin.display()
+    );
+    bin
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -64,6 +78,8 @@ pub struct TestServer {
     pub port: u16,
     pub base: String,
     pub env: Vec<(String, String)>,
+    /// The program started by [`TestServer::spawn`]: the `gatehouse` binary or an example.
+    pub bin: PathBuf,
     child: Option<Child>,
     agent: ureq::Agent,
 }
@@ -76,6 +92,12 @@ impl TestServer {
 
     /// A server whose policy dir is a copy of `policies` (or empty), with extra env vars.
     pub fn start_with(policies: Option<&Path>, env: &[(&str, &str)]) -> Self {
+        Self::start_bin(Path::new(BIN), policies, env)
+    }
+
+    /// As [`TestServer::start_with`], running another binary with gatehouse's command line
+    /// (e.g. [`example_bin`]).
+    pub fn start_bin(bin: &Path, policies: Option<&Path>, env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         let pol = dir.path().join("policies");
@@ -106,6 +128,7 @@ impl TestServer {
             policies: pol,
             port,
             env: env_vars,
+            bin: bin.to_path_buf(),
             child: None,
             agent: ureq::AgentBuilder::new().timeout(Duration::from_secs(10)).build(),
         };
@@ -120,7 +143,7 @@ impl TestServer {
             .append(true)
             .open(self.log_path())
             .unwrap();
-        let mut cmd = Command::new(BIN);
+        let mut cmd = Command::new(&self.bin);
         cmd.args(["serve", "--bind", &format!("127.0.0.1:{}", self.port)])
             .arg("--data-dir")
             .arg(&self.data)

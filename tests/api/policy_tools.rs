@@ -24,7 +24,8 @@ expect = "deny"
 reason = "not yours"
 "#;
 
-const GOOD: &str = r#"if resource.owner == () || resource.owner == claims.sub { true } else { #{allow: false, reason: "not yours"} }"#;
+const GOOD: &str =
+    r#"if resource.owner == () || resource.owner == claims.sub { true } else { #{allow: false, reason: "not yours"} }"#;
 const GOOD_V2: &str = r#"// v2
 if resource.owner == () || resource.owner == claims.sub { true } else { #{allow: false, reason: "not yours"} }"#;
 /// Compiles, but lets strangers read: fails "stranger is told why".
@@ -68,9 +69,18 @@ fn server_with_tests(policy: &str) -> TestServer {
 #[test]
 fn shipped_policies_pass_their_tests() {
     let dir = tempfile::tempdir().unwrap();
-    let out = cli(&[], &["policy", "test", shipped_policies().to_str().unwrap()], None, dir.path());
+    let out = cli(
+        &[],
+        &["policy", "test", shipped_policies().to_str().unwrap()],
+        None,
+        dir.path(),
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
     for file in ["notes.toml", "_users.toml", "_policies.toml", "tasks.toml"] {
         assert!(stdout.contains(file), "{file} missing from {stdout}");
@@ -91,7 +101,10 @@ fn policy_test_names_each_failure_and_exits_non_zero() {
         stdout.contains(r#"`stranger is told why`: expected deny (reason: "not yours"), got allow"#),
         "{stdout}"
     );
-    assert!(stdout.contains("ghost.rhai"), "a test file without its policy fails: {stdout}");
+    assert!(
+        stdout.contains("ghost.rhai"),
+        "a test file without its policy fails: {stdout}"
+    );
     assert!(stdout.contains("broken.toml:1:"), "parse errors have a line: {stdout}");
     assert!(stdout.contains("1 passed, 4 failed"), "{stdout}");
 }
@@ -110,20 +123,31 @@ fn failing_tests_keep_the_last_good_version() {
         .to_owned();
     let path = format!("/resources/notes/{id}");
     assert!(
-        wait_until(Duration::from_secs(3), || status_of(&s, &admin, "notes")["tests_passed"] == 2).is_some(),
+        wait_until(Duration::from_secs(3), || status_of(&s, &admin, "notes")
+            ["tests_passed"]
+            == 2)
+        .is_some(),
         "{:?}",
         status_of(&s, &admin, "notes")
     );
     let good_version = status_of(&s, &admin, "notes")["version"].clone();
 
     s.write_policy_atomic("notes", LEAKY);
-    let blocked = wait_until(Duration::from_secs(3), || !status_of(&s, &admin, "notes")["error"].is_null());
+    let blocked = wait_until(Duration::from_secs(3), || {
+        !status_of(&s, &admin, "notes")["error"].is_null()
+    });
     assert!(blocked.is_some(), "the failing version must be reported");
     let st = status_of(&s, &admin, "notes");
     assert_eq!(st["version"], good_version, "{st}");
     assert!(st["error"].as_str().unwrap().contains("1 of 2 tests"), "{st}");
     assert_eq!(st["failing_tests"].as_array().unwrap().len(), 1, "{st}");
-    assert!(st["failing_tests"][0].as_str().unwrap().contains("stranger is told why"), "{st}");
+    assert!(
+        st["failing_tests"][0]
+            .as_str()
+            .unwrap()
+            .contains("stranger is told why"),
+        "{st}"
+    );
     let r = s.get(&path, &bob);
     assert_eq!((r.status, r.json()["detail"].as_str()), (403, Some("not yours")));
 
@@ -136,8 +160,16 @@ fn failing_tests_keep_the_last_good_version() {
 
     // Changing only the tests re-tests the version in force; a failure is reported, the
     // version keeps running (it is what runs), and nothing else changes.
-    write(&s.policies, "tests/notes.toml", &NOTES_TESTS.replace("not yours", "go away"));
-    assert!(wait_until(Duration::from_secs(3), || !status_of(&s, &admin, "notes")["error"].is_null()).is_some());
+    write(
+        &s.policies,
+        "tests/notes.toml",
+        &NOTES_TESTS.replace("not yours", "go away"),
+    );
+    assert!(
+        wait_until(Duration::from_secs(3), || !status_of(&s, &admin, "notes")["error"]
+            .is_null())
+        .is_some()
+    );
     assert_eq!(s.get(&path, &bob).status, 403);
     assert_eq!(s.get(&path, &ann).status, 200);
 }
@@ -148,7 +180,10 @@ fn libraries_are_shared_reloaded_and_contained() {
     let admin_src = std::fs::read_to_string(shipped_policies().join("_policies.rhai")).unwrap();
     s.write_policy("_policies", &admin_src);
     write(&s.policies, "lib/rules.rhai", "fn verdict() { \"one\" }");
-    s.write_policy("memo", "import \"lib/rules\" as rules;\n#{allow: false, reason: rules::verdict()}");
+    s.write_policy(
+        "memo",
+        "import \"lib/rules\" as rules;\n#{allow: false, reason: rules::verdict()}",
+    );
     let admin = s.admin_token();
     let deny_reason = || s.get("/resources/memo", &admin).json()["detail"].clone();
     assert!(wait_until(Duration::from_secs(3), || deny_reason() == "one").is_some());
@@ -163,11 +198,22 @@ fn libraries_are_shared_reloaded_and_contained() {
 
     // A broken library keeps the dependant on its last good version, and says so.
     write(&s.policies, "lib/rules.rhai", "fn verdict( {");
-    assert!(wait_until(Duration::from_secs(3), || !status_of(&s, &admin, "lib/rules")["error"].is_null()).is_some());
-    assert!(wait_until(Duration::from_secs(3), || !status_of(&s, &admin, "memo")["error"].is_null()).is_some());
+    assert!(
+        wait_until(Duration::from_secs(3), || !status_of(&s, &admin, "lib/rules")["error"]
+            .is_null())
+        .is_some()
+    );
+    assert!(
+        wait_until(Duration::from_secs(3), || !status_of(&s, &admin, "memo")["error"]
+            .is_null())
+        .is_some()
+    );
     assert_eq!(deny_reason(), "two");
     let err = status_of(&s, &admin, "memo")["error"].as_str().unwrap().to_owned();
-    assert!(err.contains("lib/rules.rhai") && err.starts_with("memo.rhai:1:8:"), "{err}");
+    assert!(
+        err.contains("lib/rules.rhai") && err.starts_with("memo.rhai:1:8:"),
+        "{err}"
+    );
 
     // Nothing outside policies/lib/ can be imported.
     std::fs::write(s.dir.path().join("secret.rhai"), "export const X = 1;").unwrap();
@@ -177,7 +223,10 @@ fn libraries_are_shared_reloaded_and_contained() {
         assert_eq!(r.status, 200, "{r:?}");
         let st = status_of(&s, &admin, "escape");
         assert!(st["version"].is_null(), "{path}: {st}");
-        assert!(st["error"].as_str().unwrap().contains("may only import"), "{path}: {st}");
+        assert!(
+            st["error"].as_str().unwrap().contains("may only import"),
+            "{path}: {st}"
+        );
     }
 }
 
@@ -205,7 +254,14 @@ fn remote_editing_vets_writes_records_and_locks_out_on_delete() {
     assert!(p["errors"][0].as_str().unwrap().contains("stranger is told why"), "{p}");
     assert_eq!(std::fs::read_to_string(s.policies.join("notes.rhai")).unwrap(), GOOD);
     // A stale If-Match: 412, unchanged.
-    let r = text(&s, "PUT", "/policies/notes", &admin, GOOD_V2, &[("If-Match", "\"0000000000000000\"")]);
+    let r = text(
+        &s,
+        "PUT",
+        "/policies/notes",
+        &admin,
+        GOOD_V2,
+        &[("If-Match", "\"0000000000000000\"")],
+    );
     r.assert_problem(412);
     // Good: written, live at once, ETag is the new content's.
     let r = text(&s, "PUT", "/policies/notes", &admin, GOOD_V2, &[("If-Match", &etag)]);
@@ -232,7 +288,12 @@ fn remote_editing_vets_writes_records_and_locks_out_on_delete() {
     assert_eq!(items[0]["change"], "update");
     assert_eq!(format!("\"{}\"", items[0]["old_version"].as_str().unwrap()), etag);
     let memo = s.get("/policies/memo/history", &admin).json();
-    let changes: Vec<&str> = memo["items"].as_array().unwrap().iter().map(|c| c["change"].as_str().unwrap()).collect();
+    let changes: Vec<&str> = memo["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["change"].as_str().unwrap())
+        .collect();
     assert_eq!(changes, ["create", "delete"]);
 
     // Deleting `_policies.rhai` locks /policies for everyone: fail closed.
@@ -251,7 +312,10 @@ fn dry_runs_decide_without_touching_anything() {
     let r = s.post("/policies/evaluate", &admin, body.clone());
     assert_eq!(r.status, 200, "{r:?}");
     let d = r.json();
-    assert_eq!((d["allow"].as_bool(), d["outcome"].as_str(), d["reason"].as_str()), (Some(false), Some("deny"), Some("not yours")));
+    assert_eq!(
+        (d["allow"].as_bool(), d["outcome"].as_str(), d["reason"].as_str()),
+        (Some(false), Some("deny"), Some("not yours"))
+    );
     assert_eq!(d["policy_version"], status_of(&s, &admin, "notes")["version"]);
     assert!(d["duration_us"].as_u64().is_some());
 
@@ -292,13 +356,18 @@ fn decision_ids_lead_to_the_logged_decision() {
     let r = s.raw(
         "DELETE",
         &format!("/resources/notes/{id}"),
-        &[("Authorization", &format!("Bearer {bob}")), ("X-Request-Id", "complaint-42")],
+        &[
+            ("Authorization", &format!("Bearer {bob}")),
+            ("X-Request-Id", "complaint-42"),
+        ],
         None,
     );
     assert_eq!(r.status, 403);
     assert_eq!(r.header("x-request-id"), Some("complaint-42"));
     let decision_id = r.header("x-decision-id").unwrap().to_owned();
-    let found = wait_until(Duration::from_secs(2), || decisions(&s).iter().any(|d| d["decision_id"] == decision_id.as_str()));
+    let found = wait_until(Duration::from_secs(2), || {
+        decisions(&s).iter().any(|d| d["decision_id"] == decision_id.as_str())
+    });
     assert!(found.is_some());
     let all = decisions(&s);
     let rec = all.iter().find(|d| d["decision_id"] == decision_id.as_str()).unwrap();
@@ -313,7 +382,10 @@ fn decision_ids_lead_to_the_logged_decision() {
     assert!(rec["duration_us"].as_u64().is_some() && rec["time"].as_str().unwrap().ends_with('Z'));
     // Document data stays out of the log by default, and credentials always do.
     let text = std::fs::read_to_string(s.data.join("decisions.jsonl")).unwrap();
-    assert!(!text.contains("secret plans"), "document data leaked into the decision log");
+    assert!(
+        !text.contains("secret plans"),
+        "document data leaked into the decision log"
+    );
     assert!(!text.contains(&bob) && !text.contains("password"), "credentials leaked");
 
     // A made-up or hostile request id is replaced.
@@ -332,7 +404,12 @@ fn decision_log_settings() {
     assert!(r.header("x-decision-id").is_some());
     std::thread::sleep(Duration::from_millis(300));
     assert!(!s.data.join("decisions.jsonl").exists());
-    let r = s.req("POST", "/policies/notes/replay", Some(&admin), Some(&json!({"source": "true"})));
+    let r = s.req(
+        "POST",
+        "/policies/notes/replay",
+        Some(&admin),
+        Some(&json!({"source": "true"})),
+    );
     r.assert_problem(409);
     drop(s);
 
@@ -373,25 +450,50 @@ fn replay_shows_what_a_candidate_would_change() {
 
     // A candidate that lets everyone read: bob's denied read would now be allowed.
     let candidate = "action == \"read\" || action == \"create\" || resource.owner == claims.sub";
-    let r = s.post("/policies/notes/replay", &admin, json!({"source": candidate, "last": 10}));
+    let r = s.post(
+        "/policies/notes/replay",
+        &admin,
+        json!({"source": candidate, "last": 10}),
+    );
     assert_eq!(r.status, 200, "{r:?}");
     let out = r.json();
     assert_eq!(out["evaluated"], 3, "{out}");
     let changed = out["changed"].as_array().unwrap();
     assert_eq!(changed.len(), 1, "{out}");
-    assert_eq!((changed[0]["sub"].as_str(), changed[0]["before"].as_str(), changed[0]["after"].as_str()), (Some("bob"), Some("deny"), Some("allow")));
+    assert_eq!(
+        (
+            changed[0]["sub"].as_str(),
+            changed[0]["before"].as_str(),
+            changed[0]["after"].as_str()
+        ),
+        (Some("bob"), Some("deny"), Some("allow"))
+    );
     assert_eq!(changed[0]["resource_id"], id.as_str());
-    s.post("/policies/notes/replay", &admin, json!({"source": "((("})).assert_problem(422);
-    s.post("/policies/notes/replay", &admin, json!({"source": "true", "last": 0})).assert_problem(400);
-    s.post("/policies/notes/replay", &ann, json!({"source": "true"})).assert_problem(403);
+    s.post("/policies/notes/replay", &admin, json!({"source": "((("}))
+        .assert_problem(422);
+    s.post("/policies/notes/replay", &admin, json!({"source": "true", "last": 0}))
+        .assert_problem(400);
+    s.post("/policies/notes/replay", &ann, json!({"source": "true"}))
+        .assert_problem(403);
 
     // The same from the CLI: exit 2 when something would change, 0 when nothing would.
     let file = s.dir.path().join("candidate.rhai");
     std::fs::write(&file, candidate).unwrap();
-    let out = s.cli(&["policy", "replay", "notes", file.to_str().unwrap(), "--last", "10"], None);
+    let out = s.cli(
+        &["policy", "replay", "notes", file.to_str().unwrap(), "--last", "10"],
+        None,
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(2), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("sub=bob") && stdout.contains("deny -> allow"), "{stdout}");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("sub=bob") && stdout.contains("deny -> allow"),
+        "{stdout}"
+    );
     assert!(stdout.contains("1 of 3 decision(s) would change"), "{stdout}");
     let same = std::fs::read_to_string(s.policies.join("notes.rhai")).unwrap();
     std::fs::write(&file, same).unwrap();
@@ -405,14 +507,29 @@ fn policy_eval_cli() {
     let pol = shipped_policies();
     let env = [("GATEHOUSE_POLICIES".to_owned(), pol.to_str().unwrap().to_owned())];
     let input = r#"{"claims": {"sub": "bob", "roles": ["user"]}, "action": "delete", "resource": {"id": "n1", "owner": "ann"}}"#;
-    let out = cli(&env, &["policy", "eval", "notes", "--input", "-"], Some(input), dir.path());
+    let out = cli(
+        &env,
+        &["policy", "eval", "notes", "--input", "-"],
+        Some(input),
+        dir.path(),
+    );
     assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
     let d: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(d["reason"], "only the owner of a note may delete it");
     let allowed = input.replace("bob", "ann");
-    let out = cli(&env, &["policy", "eval", "notes", "--input", "-"], Some(&allowed), dir.path());
+    let out = cli(
+        &env,
+        &["policy", "eval", "notes", "--input", "-"],
+        Some(&allowed),
+        dir.path(),
+    );
     assert_eq!(out.status.code(), Some(0));
-    let out = cli(&env, &["policy", "eval", "notes", "--input", "-"], Some("{\"claims\": 5}"), dir.path());
+    let out = cli(
+        &env,
+        &["policy", "eval", "notes", "--input", "-"],
+        Some("{\"claims\": 5}"),
+        dir.path(),
+    );
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("error:"));
 }
@@ -433,9 +550,19 @@ fn request_helpers_reach_policies() {
     let s = TestServer::start_with(Some(dir.path()), &[]);
     let admin = s.admin_token();
     let auth = format!("Bearer {admin}");
-    let r = s.raw("GET", "/resources/memo", &[("Authorization", &auth), ("Cookie", "a=b"), ("X-Tenant", "acme-eu")], None);
+    let r = s.raw(
+        "GET",
+        "/resources/memo",
+        &[("Authorization", &auth), ("Cookie", "a=b"), ("X-Tenant", "acme-eu")],
+        None,
+    );
     assert_eq!(r.status, 200, "{r:?}");
-    let r = s.raw("GET", "/resources/memo", &[("Authorization", &auth), ("X-Tenant", "other")], None);
+    let r = s.raw(
+        "GET",
+        "/resources/memo",
+        &[("Authorization", &auth), ("X-Tenant", "other")],
+        None,
+    );
     assert_eq!(r.json()["detail"], "wrong tenant");
 }
 
@@ -451,7 +578,12 @@ fn script_limits_are_settings() {
     let admin = s.admin_token();
     assert_eq!(s.get("/resources/memo", &admin).status, 403);
     let env = [("GATEHOUSE_POLICY_TIMEOUT_MS".to_owned(), "0".to_owned())];
-    let out = cli(&env, &["policy", "check", dir.path().to_str().unwrap()], None, dir.path());
+    let out = cli(
+        &env,
+        &["policy", "check", dir.path().to_str().unwrap()],
+        None,
+        dir.path(),
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("policy_timeout_ms"), "{err}");
 }
@@ -465,7 +597,10 @@ fn forced_reload_loads_at_once() {
     s.write_policy("instant", "true");
     let r = s.req("POST", "/policies/reload", Some(&admin), None);
     assert_eq!(r.status, 200, "{r:?}");
-    assert!(r.json()["loaded"].as_array().unwrap().iter().any(|n| n == "instant"), "{r:?}");
+    assert!(
+        r.json()["loaded"].as_array().unwrap().iter().any(|n| n == "instant"),
+        "{r:?}"
+    );
     assert_eq!(s.get("/resources/instant", &admin).status, 200);
     let ann = s.user(&admin, "ann", &["user"]);
     assert_eq!(s.req("POST", "/policies/reload", Some(&ann), None).status, 403);
