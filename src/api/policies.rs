@@ -333,10 +333,13 @@ pub struct ReplayResult {
     pub evaluated: u32,
     /// Those decided differently (outcome or reason), oldest first.
     pub changed: Vec<ReplayChange>,
-    /// Replayed decisions logged without document data (their `resource.data` was `{}`): a
-    /// policy that reads data may decide them differently for that reason alone. Turn on
-    /// `decision_log_data` for exact replays.
+    /// Replayed decisions logged without document data and headers (`decision_log_data` is
+    /// off). Each is replayed with `resource.data` = `{}`; it is compared only when the version
+    /// in force, given the same input, still decides as logged.
     pub without_data: u32,
+    /// Decisions logged without data that the version in force decides differently without
+    /// it: they depend on the data, so they are not compared (turn on `decision_log_data`).
+    pub not_replayable: u32,
 }
 
 /// One recorded policy change.
@@ -852,7 +855,7 @@ impl PolicyApi {
             }
         };
         let policy = name.to_owned();
-        let report = tokio::task::spawn_blocking(move || replay(&path, &policy, last as usize, &candidate))
+        let report = tokio::task::spawn_blocking(move || replay(&path, &policy, last as usize, &candidate, &set))
             .await
             .map_err(|e| ApiError::internal(&e))?
             .map_err(|e| ApiError::internal(&format!("cannot read the decision log: {e}")))?;
@@ -883,15 +886,30 @@ pub enum ReplayAnswer {
 }
 
 /// Replays the last `n` logged decisions of `policy` with `candidate`.
-pub fn replay(log: &FsPath, policy: &str, n: usize, candidate: &Candidate) -> std::io::Result<ReplayResult> {
+///
+/// `baseline` (the set in force) decides whether a record logged without data can be compared
+/// at all: only when it still decides that record as logged.
+pub fn replay(
+    log: &FsPath,
+    policy: &str,
+    n: usize,
+    candidate: &Candidate,
+    baseline: &PolicySet,
+) -> std::io::Result<ReplayResult> {
     let (records, _bad) = decisions::read_last(log, policy, n)?;
     let mut changed = Vec::new();
-    let mut without_data = 0u32;
+    let (mut without_data, mut not_replayable) = (0u32, 0u32);
     for rec in &records {
         if !rec.input.with_data {
             without_data += 1;
+            let same = with_recorded_input(rec, |input| baseline.evaluate(policy, input))
+                .is_some_and(|b| b.outcome == rec.outcome && b.reason == rec.reason);
+            if !same {
+                not_replayable += 1;
+                continue;
+            }
         }
-        let d = replay_one(rec, candidate);
+        let d = with_recorded_input(rec, |input| candidate.evaluate(input));
         if d.outcome != rec.outcome || d.reason != rec.reason {
             changed.push(ReplayChange {
                 decision_id: rec.decision_id.clone(),
@@ -912,11 +930,12 @@ pub fn replay(log: &FsPath, policy: &str, n: usize, candidate: &Candidate) -> st
         evaluated: u32::try_from(records.len()).unwrap_or(u32::MAX),
         changed,
         without_data,
+        not_replayable,
     })
 }
 
-/// Decides one logged decision again with `candidate`.
-pub fn replay_one(rec: &decisions::DecisionRecord, candidate: &Candidate) -> Decision {
+/// Rebuilds the input of a logged decision and hands it to `f`.
+pub fn with_recorded_input<T>(rec: &decisions::DecisionRecord, f: impl FnOnce(&crate::policy::Input) -> T) -> T {
     let i = &rec.input;
     let empty = empty();
     let headers: Vec<(&str, &str)> = i
@@ -944,5 +963,5 @@ pub fn replay_one(rec: &decisions::DecisionRecord, candidate: &Candidate) -> Dec
             headers: &headers,
         },
     };
-    candidate.evaluate(&input)
+    f(&input)
 }

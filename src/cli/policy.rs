@@ -180,7 +180,7 @@ pub fn replay_cmd(
     let cand = set
         .compile_candidate(kind, &src)
         .map_err(|d| format!("{}: {d}", candidate.display()))?;
-    let result = replay(&log, kind, last, &cand).map_err(|e| format!("cannot read `{}`: {e}", log.display()))?;
+    let result = replay(&log, kind, last, &cand, &set).map_err(|e| format!("cannot read `{}`: {e}", log.display()))?;
     println!(
         "replayed {} logged decision(s) of `{kind}` with {} (version {})",
         result.evaluated,
@@ -209,11 +209,11 @@ pub fn replay_cmd(
             show(c.before, &c.before_reason),
         );
     }
-    if result.without_data > 0 {
+    if result.not_replayable > 0 {
         println!(
-            "note: {} decision(s) were logged without document data (decision_log_data is off); \
-             the candidate saw `resource.data` = #{{}} for them",
-            result.without_data
+            "note: {} of {} decision(s) logged without document data depend on it and were not \
+             compared (turn on decision_log_data for exact replays)",
+            result.not_replayable, result.without_data
         );
     }
     println!(

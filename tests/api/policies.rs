@@ -138,11 +138,33 @@ fn policy_misspelt_property_denies() {
     assert_fails_closed(&s, &t, "fail-typo", "claims.rolez");
 }
 
-/// `import "/etc/passwd" as x` is refused (no file modules) and denies.
+/// `import "/etc/passwd" as x` is refused when the file is compiled (only `lib/<name>` may be
+/// imported), so the kind never exists; an import whose path is only known at run time is
+/// refused then, and denies.
 #[test]
 fn policy_file_import_denies() {
-    let (s, t) = server_with(&[("fail-import", "import \"/etc/passwd\" as x;\ntrue")]);
-    assert_fails_closed(&s, &t, "fail-import", "/etc/passwd");
+    let dir = policy_dir_with(&[
+        ("fail-import", "import \"/etc/passwd\" as x;\ntrue"),
+        (
+            "fail-dyn-import",
+            "let p = \"/etc/\" + \"passwd\";\nimport p as x;\ntrue",
+        ),
+    ]);
+    let s = TestServer::start_with(Some(dir.path()), &[]);
+    let t = s.admin_token();
+    let items = s.get("/policies", &t).json()["items"].as_array().unwrap().clone();
+    let st = items.iter().find(|i| i["name"] == "fail-import").unwrap();
+    assert!(st["version"].is_null(), "{st}");
+    let err = st["error"].as_str().unwrap();
+    assert!(
+        err.starts_with("fail-import.rhai:1:8:") && err.contains("may only import"),
+        "{err}"
+    );
+    for method in ["GET", "POST"] {
+        let r = s.req(method, "/resources/fail-import", Some(&t), Some(&json!({"title": "t"})));
+        r.assert_problem(404);
+    }
+    assert_fails_closed(&s, &t, "fail-dyn-import", "string literal");
     assert!(!s.logs().contains("root:x:0:0"), "no file content read");
 }
 

@@ -313,16 +313,27 @@ fn assert_denied_fast(s: &TestServer, t: &str, kind: &str) {
 }
 
 /// rhai: `Engine::new()` resolves `import` from disk; a policy importing a module file that
-/// exports `ALLOW = true` must still be denied.
+/// exports `ALLOW = true` must never be allowed: a literal path outside `lib/` does not compile
+/// (the kind does not exist), and a path built at run time is refused then.
 #[test]
 fn rhai_file_import_refused() {
     let modules = tempfile::tempdir().unwrap();
     std::fs::write(modules.path().join("leak.rhai"), "export const ALLOW = true;\n").unwrap();
     let module = modules.path().join("leak");
     let src = format!("import {:?} as m;\nm::ALLOW\n", module.to_str().unwrap());
-    let (s, t) = server_with(&[("imp", &src), ("imp-etc", "import \"/etc/passwd\" as x;\ntrue\n")]);
-    assert_denied_fast(&s, &t, "imp");
-    assert_denied_fast(&s, &t, "imp-etc");
+    let dynamic = format!("let p = {:?};\nimport p as m;\nm::ALLOW\n", module.to_str().unwrap());
+    let (s, t) = server_with(&[
+        ("imp", &src),
+        ("imp-etc", "import \"/etc/passwd\" as x;\ntrue\n"),
+        ("imp-dyn", &dynamic),
+    ]);
+    for kind in ["imp", "imp-etc"] {
+        for (method, body) in [("GET", None), ("POST", Some(json!({"title": "t"})))] {
+            s.req(method, &format!("/resources/{kind}"), Some(&t), body.as_ref())
+                .assert_problem(404);
+        }
+    }
+    assert_denied_fast(&s, &t, "imp-dyn");
 }
 
 /// rhai: the `sleep` builtins block the thread and escape the operation budget; every form of
