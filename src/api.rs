@@ -130,41 +130,40 @@ pub fn spec_json() -> String {
     spec_json_of(&openapi_service())
 }
 
-/// The spec of any service as pretty JSON (with the fix described at [`spec_yaml`]).
+/// The spec of any service as pretty JSON, completed (see [`complete_spec`]).
 pub fn spec_json_of<T: OpenApi>(svc: &OpenApiService<T, ()>) -> String {
-    complete_spec(&svc.spec())
+    let spec = svc.spec();
+    match serde_json::from_str::<Value>(&spec) {
+        Ok(mut doc) => {
+            complete_spec(&mut doc);
+            serde_json::to_string_pretty(&doc).unwrap_or(spec)
+        }
+        Err(_) => spec,
+    }
 }
 
-/// The spec in YAML, with the same fix as [`spec_json`].
+/// The spec in YAML, with the same completions as [`spec_json`].
 pub fn spec_yaml() -> String {
     spec_yaml_of(&openapi_service())
 }
 
-/// The spec of any service in YAML. poem-openapi leaves out the empty `scopes` of the OAuth2
-/// flow, which OpenAPI 3.0 requires; it is put back.
+/// The spec of any service in YAML: the completed JSON document, written as YAML.
 pub fn spec_yaml_of<T: OpenApi>(svc: &OpenApiService<T, ()>) -> String {
-    // poem-openapi writes `tokenUrl: /token` and nothing else for the flow: add the scopes line
-    // at the same indentation.
-    let yaml = svc.spec_yaml();
-    let mut out = String::with_capacity(yaml.len() + 32);
-    for line in yaml.lines() {
-        out.push_str(line);
-        out.push('\n');
-        if line.trim_start() == "tokenUrl: /token" {
-            let indent = &line[..line.len() - line.trim_start().len()];
-            out.push_str(indent);
-            out.push_str("scopes: {}\n");
+    match serde_json::from_str::<Value>(&svc.spec()) {
+        Ok(mut doc) => {
+            complete_spec(&mut doc);
+            serde_yaml::to_string(&doc).unwrap_or_else(|_| svc.spec_yaml())
         }
+        Err(_) => svc.spec_yaml(),
     }
-    out
 }
 
-/// poem-openapi leaves out an empty `scopes` map of an OAuth2 flow, but OpenAPI 3.0 requires the
-/// field (validators and spec fuzzers reject the document without it): put it back.
-fn complete_spec(spec: &str) -> String {
-    let Ok(mut doc) = serde_json::from_str::<Value>(spec) else {
-        return spec.to_owned();
-    };
+/// What poem-openapi cannot express, added to its document:
+/// - the empty `scopes` map of the OAuth2 flow, which OpenAPI 3.0 requires (validators and spec
+///   fuzzers reject the document without it) but poem-openapi leaves out;
+/// - the `X-Request-Id` header on every response, and `X-Decision-Id` on every response of an
+///   operation that needs a token (those are decided by a policy).
+fn complete_spec(doc: &mut Value) {
     if let Some(schemes) = doc
         .pointer_mut("/components/securitySchemes")
         .and_then(Value::as_object_mut)
@@ -180,7 +179,52 @@ fn complete_spec(spec: &str) -> String {
             }
         }
     }
-    serde_json::to_string_pretty(&doc).unwrap_or_else(|_| spec.to_owned())
+    let header = |description: &str| serde_json::json!({"description": description, "schema": {"type": "string"}});
+    if let Some(components) = doc.get_mut("components").and_then(Value::as_object_mut) {
+        let headers = components
+            .entry("headers")
+            .or_insert_with(|| Value::Object(Default::default()));
+        if let Some(headers) = headers.as_object_mut() {
+            headers.insert(
+                "RequestId".into(),
+                header("The request's id: the client's `X-Request-Id` when it sent a sane one, else a new UUIDv7."),
+            );
+            headers.insert(
+                "DecisionId".into(),
+                header("The id of the policy decision that decided this answer, as recorded in the decision log."),
+            );
+        }
+    }
+    let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) else {
+        return;
+    };
+    for item in paths.values_mut() {
+        let Some(item) = item.as_object_mut() else { continue };
+        for op in item.values_mut() {
+            let guarded = op.get("security").is_some();
+            let Some(responses) = op.get_mut("responses").and_then(Value::as_object_mut) else {
+                continue;
+            };
+            for resp in responses.values_mut() {
+                let Some(resp) = resp.as_object_mut() else { continue };
+                let headers = resp
+                    .entry("headers")
+                    .or_insert_with(|| Value::Object(Default::default()));
+                if let Some(headers) = headers.as_object_mut() {
+                    headers.insert(
+                        "X-Request-Id".into(),
+                        serde_json::json!({"$ref": "#/components/headers/RequestId"}),
+                    );
+                    if guarded {
+                        headers.insert(
+                            "X-Decision-Id".into(),
+                            serde_json::json!({"$ref": "#/components/headers/DecisionId"}),
+                        );
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// The whole HTTP endpoint: API, `/openapi.json`, `/openapi.yaml`, `/docs`, body limit and

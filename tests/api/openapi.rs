@@ -227,3 +227,25 @@ fn security_scheme_is_oauth2_password_flow() {
         "POST /token must take a form: {token}"
     );
 }
+
+/// Every response declares `X-Request-Id`, and every response of a guarded operation
+/// `X-Decision-Id`, as the server sends them.
+#[test]
+fn id_headers_are_declared_and_sent() {
+    let spec = committed();
+    for (path, method, op) in operations(&spec) {
+        let guarded = is_protected(&spec, &op);
+        for (status, resp) in op["responses"].as_object().unwrap() {
+            let headers = &resp["headers"];
+            assert!(headers["X-Request-Id"].is_object(), "{method} {path} {status}");
+            assert_eq!(headers["X-Decision-Id"].is_object(), guarded, "{method} {path} {status}");
+        }
+    }
+    let s = TestServer::start();
+    let admin = s.admin_token();
+    let r = s.get("/resources/notes", &admin);
+    assert!(r.header("x-request-id").is_some() && r.header("x-decision-id").is_some(), "{r:?}");
+    let r = s.raw("GET", "/resources/notes", &[], None);
+    assert_eq!(r.status, 401);
+    assert!(r.header("x-request-id").is_some() && r.header("x-decision-id").is_none(), "{r:?}");
+}
