@@ -4,7 +4,7 @@
 //! A [`Plugin`] has three hooks, each optional except the API:
 //! 1. [`Plugin::register_rhai`] registers Rhai functions and modules for policies. It runs once,
 //!    on the policy engine, *before* the sandbox is hardened, so a plugin cannot loosen the
-//!    limits (operations, call depth, sizes, no `eval`, no modules, no `sleep`).
+//!    limits (operations, call depth, sizes, no `eval`, imports only from `policies/lib/`, no `sleep`).
 //! 2. [`Plugin::claims`] adds claims to every access token issued from a user record, by the
 //!    password grant and by the refresh grant (which re-reads the current record). Claims named
 //!    in [`RESERVED_CLAIMS`] (`sub`, `roles`, `iat`, `exp`, `nbf`, `iss`, `aud`, `jti`, `uver`,

@@ -999,6 +999,62 @@ mod tests {
     }
 
     #[test]
+    fn tests_gate_and_libraries_reload_dependants() {
+        let (dir, engine) = setup();
+        let d = dir.path();
+        fs::create_dir_all(d.join("lib")).unwrap();
+        fs::create_dir_all(d.join("tests")).unwrap();
+        write(d, "lib/why.rhai", "fn why() { \"one\" }");
+        write(
+            d,
+            "notes.rhai",
+            "import \"lib/why\" as w;\n#{allow: false, reason: w::why()}",
+        );
+        let tests = "[[test]]\nname = \"denies\"\naction = \"read\"\nexpect = \"deny\"\n";
+        write(d, "tests/notes.toml", tests);
+        let report = engine.reload();
+        assert_eq!(report.loaded, ["lib/why", "notes"], "{report:?}");
+        let v1 = decide(&engine, "notes").unwrap();
+        assert_eq!(v1.reason.as_deref(), Some("one"));
+        let st = engine.status().into_iter().find(|s| s.name == "notes").unwrap();
+        assert_eq!((st.imports, st.tests_passed), (vec!["why".to_owned()], Some(1)));
+
+        // A library change is a new version of its dependant.
+        write(d, "lib/why.rhai", "fn why() { \"two\" }");
+        assert_eq!(engine.reload().loaded, ["lib/why", "notes"]);
+        let v2 = decide(&engine, "notes").unwrap();
+        assert_eq!(v2.reason.as_deref(), Some("two"));
+        assert_ne!(v1.policy_version, v2.policy_version);
+        assert!(engine.reload().is_empty(), "nothing changed, nothing recompiled");
+
+        // A broken library keeps the dependant on its last good version.
+        write(d, "lib/why.rhai", "fn why( {");
+        let report = engine.reload();
+        assert_eq!(report.failed.len(), 2, "{report:?}");
+        assert_eq!(decide(&engine, "notes").unwrap().policy_version, v2.policy_version);
+        assert!(engine.reload().is_empty(), "an unchanged failure is not retried");
+
+        // A version that fails its tests never goes live.
+        write(d, "lib/why.rhai", "fn why() { \"three\" }");
+        write(d, "notes.rhai", "true");
+        let report = engine.reload();
+        assert_eq!(report.loaded, ["lib/why"], "{report:?}");
+        assert_eq!(decide(&engine, "notes").unwrap().policy_version, v2.policy_version);
+        let st = engine.status().into_iter().find(|s| s.name == "notes").unwrap();
+        assert!(st.error.unwrap().contains("1 of 1 tests"));
+        assert_eq!(st.failing_tests.len(), 1);
+        // Changing the tests so that they pass lets it through.
+        write(d, "tests/notes.toml", &tests.replace("\"deny\"", "\"allow\""));
+        assert_eq!(engine.reload().loaded, ["notes"]);
+        assert_eq!(decide(&engine, "notes").unwrap().outcome, Outcome::Allow);
+        // A test file that does not parse blocks new versions too.
+        write(d, "tests/notes.toml", "[[test]\n");
+        write(d, "notes.rhai", "false");
+        assert_eq!(engine.reload().failed.len(), 1);
+        assert_eq!(decide(&engine, "notes").unwrap().outcome, Outcome::Allow);
+    }
+
+    #[test]
     fn snapshot_keeps_one_version() {
         let (dir, engine) = setup();
         write(dir.path(), "notes.rhai", ALLOW_A);

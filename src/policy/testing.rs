@@ -55,7 +55,7 @@ pub struct TestCase {
 /// A case's `resource`.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 pub struct TestResource {
-    /// `resource.kind`; defaults to the policy's name (without a leading `_`).
+    /// `resource.kind`; defaults to the policy's name (`notes`, `_users`), as the server sets it.
     pub kind: Option<String>,
     /// `resource.id`.
     pub id: Option<String>,
@@ -217,9 +217,9 @@ pub(crate) fn run_cases(
 
 /// Builds the [`Input`] of a case for policy `name` and hands it to `f`.
 pub(crate) fn with_input<T>(case: &TestCase, name: &str, f: impl FnOnce(&Input) -> T) -> T {
-    let default_kind = name.trim_start_matches('_');
     let res = &case.resource;
-    let kind = res.kind.as_deref().unwrap_or(default_kind);
+    // As the server passes it: the policy's name (`notes`, `_users`).
+    let kind = res.kind.as_deref().unwrap_or(name);
     let empty = empty_object();
     let extra = (!res.extra.is_empty()).then(|| Value::Object(res.extra.clone()));
     let req = &case.request;

@@ -238,14 +238,24 @@ fn id_headers_are_declared_and_sent() {
         for (status, resp) in op["responses"].as_object().unwrap() {
             let headers = &resp["headers"];
             assert!(headers["X-Request-Id"].is_object(), "{method} {path} {status}");
-            assert_eq!(headers["X-Decision-Id"].is_object(), guarded, "{method} {path} {status}");
+            assert_eq!(
+                headers["X-Decision-Id"].is_object(),
+                guarded,
+                "{method} {path} {status}"
+            );
         }
     }
     let s = TestServer::start();
     let admin = s.admin_token();
     let r = s.get("/resources/notes", &admin);
-    assert!(r.header("x-request-id").is_some() && r.header("x-decision-id").is_some(), "{r:?}");
+    assert!(
+        r.header("x-request-id").is_some() && r.header("x-decision-id").is_some(),
+        "{r:?}"
+    );
     let r = s.raw("GET", "/resources/notes", &[], None);
     assert_eq!(r.status, 401);
-    assert!(r.header("x-request-id").is_some() && r.header("x-decision-id").is_none(), "{r:?}");
+    assert!(
+        r.header("x-request-id").is_some() && r.header("x-decision-id").is_none(),
+        "{r:?}"
+    );
 }
