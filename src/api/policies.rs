@@ -392,11 +392,16 @@ fn etag(bytes: &[u8]) -> String {
     format!("\"{hex}\"")
 }
 
+/// The file's bytes (a regular file of at most 256 KiB, as the loader reads it); `None` when
+/// there is none.
 fn read_current(file: &FsPath) -> Result<Option<Vec<u8>>, ApiError> {
-    match std::fs::read(file) {
+    match crate::policy::read_policy(file) {
         Ok(b) => Ok(Some(b)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(ApiError::internal(&format!("cannot read {}: {e}", file.display()))),
+        Err(e) => Err(ApiError::conflict(format!(
+            "cannot read `{}`: {e}",
+            file.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
+        ))),
     }
 }
 

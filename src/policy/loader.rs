@@ -1157,7 +1157,7 @@ mod tests {
 pub const MAX_POLICY_BYTES: u64 = 256 * 1024;
 
 /// Reads a policy file: a regular file (symlinks followed) of at most [`MAX_POLICY_BYTES`].
-fn read_policy(path: &Path) -> io::Result<Vec<u8>> {
+pub fn read_policy(path: &Path) -> io::Result<Vec<u8>> {
     use std::io::Read as _;
     let file = fs::File::open(path)?;
     if !file.metadata()?.is_file() {
