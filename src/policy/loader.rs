@@ -498,6 +498,23 @@ fn version_of(hash: &[u8; 32], deps: &[String], libs: &BTreeMap<String, Lib>) ->
     hex16(&h.finalize().into())
 }
 
+/// `(stem, path)` of the regular files `<dir>/<stem><ext>` whose stem is accepted; nothing when
+/// the directory does not exist.
+fn files_in(dir: &Path, ext: &str, accept: impl Fn(&str) -> bool) -> Vec<(String, PathBuf)> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name();
+            let stem = name.to_str()?.strip_suffix(ext).filter(|s| accept(s))?.to_owned();
+            let path = entry.path();
+            path.is_file().then_some((stem, path))
+        })
+        .collect()
+}
+
 /// Reads and compiles `<dir>/lib/*.rhai`, reusing `old` entries whose files did not change.
 /// `label_dir` prefixes the diagnostics' file names (`lib` in the server, the full path in
 /// [`check`]).
@@ -509,34 +526,12 @@ fn load_libs(
     report: &mut ReloadReport,
 ) -> BTreeMap<String, Lib> {
     let mut out = BTreeMap::new();
-    let lib_dir = dir.join("lib");
-    let Ok(entries) = fs::read_dir(&lib_dir) else {
-        return out;
-    };
-    for entry in entries.flatten() {
-        let Some(name) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.strip_suffix(".rhai"))
-            .filter(|n| Kind::parse(n).is_ok())
-            .map(str::to_owned)
-        else {
-            continue;
-        };
-        let file = entry.path();
-        if !file.is_file() {
-            continue;
-        }
+    for (name, file) in files_in(&dir.join("lib"), ".rhai", |n| Kind::parse(n).is_ok()) {
         let label = label_dir.join(format!("{name}.rhai"));
         let bytes = match read_policy(&file) {
             Ok(bytes) => bytes,
             Err(e) => {
-                let diag = Diagnostic {
-                    file: label,
-                    line: 0,
-                    col: 0,
-                    message: format!("cannot read: {e}"),
-                };
+                let diag = Diagnostic::whole_file(label, format!("cannot read: {e}"));
                 report.failed.push(diag.clone());
                 out.insert(
                     name,
@@ -557,12 +552,7 @@ fn load_libs(
         }
         let result = match String::from_utf8(bytes) {
             Ok(src) => sandbox.compile_lib(&label, &src),
-            Err(_) => Err(Diagnostic {
-                file: label.clone(),
-                line: 0,
-                col: 0,
-                message: "not valid UTF-8".into(),
-            }),
+            Err(_) => Err(Diagnostic::whole_file(label.clone(), "not valid UTF-8")),
         };
         match &result {
             Ok(_) => {
@@ -596,32 +586,12 @@ fn modules_of(libs: &BTreeMap<String, Lib>) -> LibModules {
 /// Reads `<dir>/tests/*.toml`, reusing parsed entries whose files did not change.
 fn load_tests(dir: &Path, old: &BTreeMap<String, Tests>) -> BTreeMap<String, Tests> {
     let mut out = BTreeMap::new();
-    let Ok(entries) = fs::read_dir(dir.join("tests")) else {
-        return out;
-    };
-    for entry in entries.flatten() {
-        let Some(name) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.strip_suffix(".toml"))
-            .and_then(|stem| policy_name(&format!("{stem}.rhai")).map(str::to_owned))
-        else {
-            continue;
-        };
-        let file = entry.path();
-        if !file.is_file() {
-            continue;
-        }
+    for (name, file) in files_in(&dir.join("tests"), ".toml", is_policy_name) {
         let label = PathBuf::from(format!("tests/{name}.toml"));
         let bytes = match read_policy(&file) {
             Ok(bytes) => bytes,
             Err(e) => {
-                let diag = Diagnostic {
-                    file: label,
-                    line: 0,
-                    col: 0,
-                    message: format!("cannot read: {e}"),
-                };
+                let diag = Diagnostic::whole_file(label, format!("cannot read: {e}"));
                 out.insert(
                     name,
                     Tests {
@@ -638,12 +608,7 @@ fn load_tests(dir: &Path, old: &BTreeMap<String, Tests>) -> BTreeMap<String, Tes
             continue;
         }
         let cases = String::from_utf8(bytes)
-            .map_err(|_| Diagnostic {
-                file: label.clone(),
-                line: 0,
-                col: 0,
-                message: "not valid UTF-8".into(),
-            })
+            .map_err(|_| Diagnostic::whole_file(label.clone(), "not valid UTF-8"))
             .and_then(|text| testing::parse_tests(&label, &text))
             .map(Arc::new);
         out.insert(name, Tests { hash, cases });
@@ -665,12 +630,7 @@ pub fn check(path: &Path, limits: &Limits) -> Vec<Diagnostic> {
 /// [`check`] with plugin helpers registered by `setup` (as the server does).
 pub fn check_with(path: &Path, limits: &Limits, setup: impl FnOnce(&mut rhai::Engine)) -> Vec<Diagnostic> {
     let sandbox = Sandbox::new(limits, setup);
-    let io_diag = |file: &Path, e: io::Error| Diagnostic {
-        file: file.to_path_buf(),
-        line: 0,
-        col: 0,
-        message: e.to_string(),
-    };
+    let io_diag = |file: &Path, e: io::Error| Diagnostic::whole_file(file.to_path_buf(), e.to_string());
     let is_dir = path.is_dir();
     let dir = if is_dir {
         path.to_path_buf()
@@ -750,12 +710,8 @@ pub fn run_tests(
 ) -> Result<Vec<TestFileReport>, Diagnostic> {
     let sandbox = Sandbox::new(limits, setup);
     let tests_dir = dir.join("tests");
-    let entries = fs::read_dir(&tests_dir).map_err(|e| Diagnostic {
-        file: tests_dir.clone(),
-        line: 0,
-        col: 0,
-        message: format!("cannot read the test directory: {e}"),
-    })?;
+    let entries = fs::read_dir(&tests_dir)
+        .map_err(|e| Diagnostic::whole_file(tests_dir.clone(), format!("cannot read the test directory: {e}")))?;
     let mut files: Vec<PathBuf> = entries
         .flatten()
         .map(|e| e.path())
