@@ -118,9 +118,9 @@ enum PolicyCommand {
         kind: String,
         /// The candidate `.rhai` file.
         candidate: std::path::PathBuf,
-        /// How many of the most recent decisions.
-        #[arg(long, default_value_t = 1000, value_name = "N")]
-        last: usize,
+        /// How many of the most recent decisions (1-1000000).
+        #[arg(long, default_value_t = 1000, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+        last: u32,
     },
 }
 
@@ -134,7 +134,13 @@ pub fn main() -> ExitCode {
 /// `serve` serves their endpoints and `openapi` prints them.
 pub fn main_with<P: Plugins>(plugins: P) -> ExitCode {
     let cli = Cli::parse();
-    crate::telemetry::init();
+    // The server reports what it loads; offline commands print their own results and only
+    // need warnings on top.
+    crate::telemetry::init_with_default(if matches!(cli.command, Command::Serve) {
+        "info"
+    } else {
+        "warn"
+    });
     match run(cli, plugins) {
         Ok(code) => code,
         Err(msg) => {
@@ -173,7 +179,7 @@ fn run<P: Plugins>(cli: Cli, plugins: P) -> Result<ExitCode, String> {
                     })
                 }
                 PolicyCommand::Replay { kind, candidate, last } => {
-                    policy::replay_cmd(&settings, &limits, &kind, &candidate, last, |e| {
+                    policy::replay_cmd(&settings, &limits, &kind, &candidate, last as usize, |e| {
                         plugins.register_rhai(e)
                     })
                 }

@@ -76,7 +76,8 @@ pub struct Settings {
     pub login_failure_limit: u32,
     /// Seconds of the login-failure window.
     pub login_failure_window: u64,
-    /// Where the decision log goes: a file path, or `off`; `None` means `<data_dir>/decisions.jsonl`.
+    /// Where the decision log goes: a file path, or `off` (any case); `None` (or empty) means
+    /// `<data_dir>/decisions.jsonl`.
     pub decision_log: Option<String>,
     /// Size at which the decision log is rotated (`decisions.jsonl.1`, ...).
     pub decision_log_max_bytes: u64,
@@ -485,7 +486,7 @@ impl Settings {
     pub fn decision_log_path(&self) -> Option<PathBuf> {
         match self.decision_log.as_deref() {
             None => Some(self.data_dir.join("decisions.jsonl")),
-            Some("off") => None,
+            Some(off) if off.eq_ignore_ascii_case("off") => None,
             Some(path) => Some(PathBuf::from(path)),
         }
     }

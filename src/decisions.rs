@@ -11,7 +11,7 @@
 
 use std::{
     fs,
-    io::{self, BufRead, BufWriter, Write},
+    io::{self, BufRead as _, BufWriter, Write},
     path::{Path, PathBuf},
     sync::{
         atomic::{AtomicU64, Ordering},
@@ -406,8 +406,12 @@ pub fn read_last(path: &Path, policy: &str, n: usize) -> io::Result<(Vec<Decisio
             Err(e) => return Err(e),
         };
         let mut batch = Vec::new();
-        for line in io::BufReader::new(f).lines() {
-            let line = line?;
+        for line in io::BufReader::new(f).split(b'\n') {
+            // A torn or foreign line (not UTF-8, not a record) is skipped and counted.
+            let Ok(line) = String::from_utf8(line?) else {
+                bad += 1;
+                continue;
+            };
             // Cheap filter before parsing.
             if !line.contains(&format!("\"policy\":\"{policy}\"")) {
                 continue;

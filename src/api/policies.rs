@@ -282,7 +282,8 @@ pub struct EvalResult {
 pub struct ReloadView {
     /// Policies and libraries that now run a new version.
     pub loaded: Vec<String>,
-    /// Files that failed to compile or pass their tests (`file:line:col: message`).
+    /// Every file not in force as it is on disk after the reload: compile errors
+    /// (`file:line:col: message`) and failing tests.
     pub failed: Vec<String>,
     /// Policies whose files are gone.
     pub removed: Vec<String>,
@@ -340,6 +341,8 @@ pub struct ReplayResult {
     /// Decisions logged without data that the version in force decides differently without
     /// it: they depend on the data, so they are not compared (turn on `decision_log_data`).
     pub not_replayable: u32,
+    /// Lines of the log that are not decision records (torn or foreign lines), skipped.
+    pub unreadable_lines: u32,
 }
 
 /// One recorded policy change.
@@ -405,21 +408,30 @@ fn read_current(file: &FsPath) -> Result<Option<Vec<u8>>, ApiError> {
     }
 }
 
-/// `If-Match`: `*` matches any existing file; otherwise one of the listed tags must be the
-/// current one (quotes optional).
-fn if_match_fails(if_match: Option<&str>, current: Option<&[u8]>) -> Option<super::problem::Problem> {
-    let wanted = if_match?.trim();
-    let ok = match current {
-        None => false,
-        Some(_) if wanted == "*" => true,
-        Some(bytes) => {
-            let tag = etag(bytes);
-            wanted
-                .split(',')
-                .map(|t| t.trim().trim_start_matches("W/"))
-                .any(|t| t == tag || format!("\"{t}\"") == tag)
-        }
-    };
+/// The `If-Match` header values as sent (all of them); `None` entries are values that are not
+/// visible ASCII, which can match nothing.
+fn if_match_values(req: &Request) -> Vec<Option<String>> {
+    req.headers()
+        .get_all(poem::http::header::IF_MATCH)
+        .iter()
+        .map(|v| v.to_str().ok().map(str::to_owned))
+        .collect()
+}
+
+/// `If-Match` (RFC 9110 §13.1.1, strong comparison): `*` matches any existing file; otherwise one
+/// of the listed tags must be the file's current one (quotes optional, weak tags never match).
+/// `None` when there is no `If-Match` or it matches, else the 412 problem.
+fn if_match_fails(values: &[Option<String>], current: Option<&[u8]>) -> Option<super::problem::Problem> {
+    if values.is_empty() {
+        return None;
+    }
+    let tag = current.map(etag);
+    let ok = values.iter().any(|v| {
+        let (Some(v), Some(tag)) = (v, &tag) else { return false };
+        v.split(',')
+            .map(str::trim)
+            .any(|t| t == "*" || (!t.starts_with("W/") && (t == tag || format!("\"{t}\"") == *tag)))
+    });
     (!ok).then(|| {
         super::problem::Problem::new(
             poem::http::StatusCode::PRECONDITION_FAILED,
@@ -640,29 +652,53 @@ impl PolicyApi {
         name: Path<String>,
         /// Only save when the file's current `ETag` is one of these (`*`: when it exists).
         #[oai(name = "If-Match")]
-        if_match: Header<Option<String>>,
+        _if_match: Header<Option<String>>,
         body: PlainText<String>,
     ) -> Result<PolicySaved, ApiError> {
         let name = policy_name(&name)?;
         let file = file_of(&state, name);
         let exists = file.exists();
         let action = if exists { Action::Update } else { Action::Create };
-        let set = Self::check(&state, req, &auth, action.as_str(), Some(name), &empty())?;
+        Self::check(&state, req, &auth, action.as_str(), Some(name), &empty())?;
         if body.0.len() as u64 > MAX_POLICY_BYTES {
             return Err(ApiError::payload_too_large(MAX_POLICY_BYTES as usize));
         }
         let _edit = state.policy_edit_lock.lock().await;
         let current = read_current(&file)?;
-        if let Some(p) = if_match_fails(if_match.0.as_deref(), current.as_deref()) {
+        if let Some(p) = if_match_fails(&if_match_values(req), current.as_deref()) {
             return Ok(PolicySaved::PreconditionFailed(Json(p)));
         }
-        if let Err(errors) = vet(&set, name, &body.0) {
-            let detail = format!("`{name}.rhai` was not saved: it does not compile or its tests fail");
-            return Ok(PolicySaved::Rejected(Json(PolicyProblem::new(detail, errors))));
-        }
+        // Vet against the directory as it is now (tests and libraries may have changed since
+        // the watcher last looked), not against a cached view.
+        reload(&state).await?;
+        let set = state.policies.snapshot();
+        let candidate = match vet(&set, name, &body.0) {
+            Ok(c) => c,
+            Err(errors) => {
+                let detail = format!("`{name}.rhai` was not saved: it does not compile or its tests fail");
+                return Ok(PolicySaved::Rejected(Json(PolicyProblem::new(detail, errors))));
+            }
+        };
         if let Err(e) = write_atomically(&file, body.0.as_bytes()) {
             return Err(ApiError::conflict(format!(
                 "cannot write `{name}.rhai` into the policy directory: {e}"
+            )));
+        }
+        reload(&state).await?;
+        let in_force = state.policies.snapshot().version(name).map(str::to_owned);
+        if in_force.as_deref() != Some(candidate.version()) {
+            // Its tests or libraries changed between the vetting and the reload: put the old
+            // file back, so that what the client was told (nothing changed) is true.
+            let restored = match &current {
+                Some(old) => write_atomically(&file, old),
+                None => std::fs::remove_file(&file),
+            };
+            if let Err(e) = restored {
+                tracing::error!(policy = name, error = %e, "cannot restore a policy after a failed save");
+            }
+            reload(&state).await?;
+            return Err(ApiError::conflict(format!(
+                "`{name}.rhai` was not saved: its tests or libraries changed while it was being saved; try again"
             )));
         }
         let change = if current.is_some() { "update" } else { "create" };
@@ -670,7 +706,6 @@ impl PolicyApi {
             &state,
             &change_record(&auth, req, name, change, current.as_deref(), Some(body.0.as_bytes())),
         );
-        reload(&state).await?;
         let view = state
             .policies
             .status()
@@ -701,7 +736,7 @@ impl PolicyApi {
         name: Path<String>,
         /// Only delete when the file's current `ETag` is one of these.
         #[oai(name = "If-Match")]
-        if_match: Header<Option<String>>,
+        _if_match: Header<Option<String>>,
     ) -> Result<PolicyDeleted, ApiError> {
         let name = policy_name(&name)?;
         Self::check(&state, req, &auth, Action::Delete.as_str(), Some(name), &empty())?;
@@ -709,7 +744,7 @@ impl PolicyApi {
         let _edit = state.policy_edit_lock.lock().await;
         let current =
             read_current(&file)?.ok_or_else(|| ApiError::not_found(format!("no policy file `{name}.rhai`")))?;
-        if let Some(p) = if_match_fails(if_match.0.as_deref(), Some(&current)) {
+        if let Some(p) = if_match_fails(&if_match_values(req), Some(&current)) {
             return Ok(PolicyDeleted::PreconditionFailed(Json(p)));
         }
         std::fs::remove_file(&file).map_err(|e| ApiError::conflict(format!("cannot remove `{name}.rhai`: {e}")))?;
@@ -814,9 +849,11 @@ impl PolicyApi {
     ) -> Result<Json<ReloadView>, ApiError> {
         Self::check(&state, req, &auth, "reload", None, &empty())?;
         let report = reload(&state).await?;
+        // Every file that is not in force as it is on disk, not only those that failed anew.
+        let failed = state.policies.status().into_iter().filter_map(|s| s.error).collect();
         Ok(Json(ReloadView {
             loaded: report.loaded,
-            failed: report.failed.iter().map(ToString::to_string).collect(),
+            failed,
             removed: report.removed,
             error: report.error,
         }))
@@ -839,6 +876,9 @@ impl PolicyApi {
     ) -> Result<ReplayAnswer, ApiError> {
         let name = policy_name(&name)?;
         let set = Self::check(&state, req, &auth, "replay", Some(name), &empty())?;
+        if !set.has(name) {
+            return Err(ApiError::not_found(format!("no policy `{name}.rhai` is loaded")));
+        }
         let last = body.last.unwrap_or(100);
         if !(1..=MAX_REPLAY).contains(&last) {
             return Err(ApiError::bad_request(format!(
@@ -901,7 +941,7 @@ pub fn replay(
     candidate: &Candidate,
     baseline: &PolicySet,
 ) -> std::io::Result<ReplayResult> {
-    let (records, _bad) = decisions::read_last(log, policy, n)?;
+    let (records, bad) = decisions::read_last(log, policy, n)?;
     let mut changed = Vec::new();
     let (mut without_data, mut not_replayable) = (0u32, 0u32);
     for rec in &records {
@@ -936,6 +976,7 @@ pub fn replay(
         changed,
         without_data,
         not_replayable,
+        unreadable_lines: u32::try_from(bad).unwrap_or(u32::MAX),
     })
 }
 

@@ -181,7 +181,13 @@ pub async fn catch_all(err: poem::Error) -> Response {
     let status = err.status();
     let mut detail = err.to_string();
     if detail.contains("Expected input type \"map_any\"") {
-        detail = "the request body must be a JSON object".to_owned();
+        detail = if detail.contains("occurred while parsing") {
+            // A member of the body (e.g. `claims`, `data`) is not an object; poem-openapi does
+            // not name the member, so say what was found.
+            format!("a member of the request body must be a JSON object: {detail}")
+        } else {
+            "the request body must be a JSON object".to_owned()
+        };
     }
     let api_error = match status {
         StatusCode::UNAUTHORIZED => ApiError::missing_token(),

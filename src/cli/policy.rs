@@ -48,6 +48,9 @@ pub fn test(dir: &Path, limits: &Limits, setup: impl FnOnce(&mut rhai::Engine)) 
             return ExitCode::FAILURE;
         }
     };
+    if reports.is_empty() {
+        println!("no test files in `{}`", dir.join("tests").display());
+    }
     let (mut passed, mut failed) = (0usize, 0usize);
     for r in &reports {
         if let Some(e) = &r.error {
@@ -168,6 +171,9 @@ pub fn replay_cmd(
     if !policy::is_policy_name(kind) {
         return Err(format!("`{kind}` is not a policy name"));
     }
+    if last == 0 {
+        return Err("--last must be at least 1".into());
+    }
     let Some(log) = settings.decision_log_path() else {
         return Err("the decision log is off (decision_log = \"off\"): nothing to replay".into());
     };
@@ -180,6 +186,12 @@ pub fn replay_cmd(
     let cand = set
         .compile_candidate(kind, &src)
         .map_err(|d| format!("{}: {d}", candidate.display()))?;
+    if !set.has(kind) {
+        return Err(format!(
+            "no policy `{kind}.rhai` is loaded from `{}` (replay compares with the version in force)",
+            settings.policies.display()
+        ));
+    }
     let result = replay(&log, kind, last, &cand, &set).map_err(|e| format!("cannot read `{}`: {e}", log.display()))?;
     println!(
         "replayed {} logged decision(s) of `{kind}` with {} (version {})",

@@ -214,6 +214,8 @@ impl Sandbox {
     /// Compiles one policy against the libraries `libs`; `file` is only used to label the
     /// diagnostic.
     pub(crate) fn compile(&self, file: &Path, source: &str, libs: &Arc<LibModules>) -> Result<Compiled, Diagnostic> {
+        // Editors on Windows may start a UTF-8 file with a byte-order mark.
+        let source = source.strip_prefix('\u{feff}').unwrap_or(source);
         let mut names = Scope::new();
         for name in INPUTS {
             // Plain variables, not constants: constants would be folded into the AST.
@@ -241,6 +243,7 @@ impl Sandbox {
     /// Compiles a library (`lib/<name>.rhai`) into a module: its functions, and the constants it
     /// `export`s. Its top level runs once, here, under the same limits as a policy.
     pub(crate) fn compile_lib(&self, file: &Path, source: &str) -> Result<Shared<Module>, Diagnostic> {
+        let source = source.strip_prefix('\u{feff}').unwrap_or(source);
         let guard = ImportGuard::set(&Arc::new(LibModules::new()), true);
         let mut ast = self.engine.compile(source).map_err(|e| {
             let (line, col) = position(e.position());

@@ -30,6 +30,17 @@ pub(crate) fn register(engine: &mut Engine) {
             glob_match::glob_match(pattern, text)
         })
         .register_fn("cidr_match", cidr_match)
+        // `request.ip` is `()` when the address is unknown: in no range.
+        .register_fn("cidr_match", |cidr: &str, _: ()| cidr_match(cidr, ""))
+        .register_fn("cidr_match", |cidrs: Array, _: ()| -> Res<bool> {
+            for cidr in cidrs {
+                let cidr = cidr
+                    .into_immutable_string()
+                    .map_err(|t| format!("cidr_match: expected an array of strings, found {t}"))?;
+                cidr_match(&cidr, "")?;
+            }
+            Ok(false)
+        })
         .register_fn("cidr_match", |cidrs: Array, ip: &str| -> Res<bool> {
             for cidr in cidrs {
                 let cidr = cidr
@@ -171,7 +182,11 @@ mod tests {
         assert!(truthy(
             r#"!cidr_match("10.0.0.0/8", "") && !cidr_match("10.0.0.0/8", "garbage")"#
         ));
+        assert!(truthy(
+            r#"!cidr_match("10.0.0.0/8", ()) && !cidr_match(["10.0.0.0/8"], ())"#
+        ));
         assert!(eval(r#"cidr_match("10.0.0.0/33", "10.0.0.1")"#).is_err());
+        assert!(eval(r#"cidr_match("nonsense", ())"#).is_err());
         assert!(eval(r#"cidr_match([1], "10.0.0.1")"#).is_err());
     }
 }

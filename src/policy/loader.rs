@@ -318,6 +318,12 @@ impl PolicyEngine {
         let libs = load_libs(&self.sandbox, &self.dir, Path::new("lib"), &old.libs, &mut report);
         let modules = Arc::new(modules_of(&libs));
         let tests = load_tests(&self.dir, &old.tests);
+        for (name, t) in &tests {
+            let new = old.tests.get(name).is_none_or(|o| o.hash != t.hash);
+            if new && !files.iter().any(|(n, _)| n == name) {
+                tracing::warn!(tests = %format!("tests/{name}.toml"), "test file for a policy that does not exist (a misspelt name?)");
+            }
+        }
         let mut loaded = BTreeMap::new();
         let mut failed = BTreeMap::new();
         for (name, file) in files {
@@ -498,8 +504,10 @@ fn version_of(hash: &[u8; 32], deps: &[String], libs: &BTreeMap<String, Lib>) ->
     hex16(&h.finalize().into())
 }
 
-/// `(stem, path)` of the regular files `<dir>/<stem><ext>` whose stem is accepted; nothing when
-/// the directory does not exist.
+/// `(stem, path)` of the entries `<dir>/<stem><ext>` whose stem is accepted; nothing when the
+/// directory does not exist. Entries that are not regular files (directories, FIFOs, dangling
+/// symlinks) are included on purpose: reading them fails, and a test or library that cannot be
+/// read must block what depends on it, not vanish (fail closed).
 fn files_in(dir: &Path, ext: &str, accept: impl Fn(&str) -> bool) -> Vec<(String, PathBuf)> {
     let Ok(entries) = fs::read_dir(dir) else {
         return Vec::new();
@@ -509,8 +517,7 @@ fn files_in(dir: &Path, ext: &str, accept: impl Fn(&str) -> bool) -> Vec<(String
         .filter_map(|entry| {
             let name = entry.file_name();
             let stem = name.to_str()?.strip_suffix(ext).filter(|s| accept(s))?.to_owned();
-            let path = entry.path();
-            path.is_file().then_some((stem, path))
+            Some((stem, entry.path()))
         })
         .collect()
 }
@@ -710,12 +717,24 @@ pub fn run_tests(
 ) -> Result<Vec<TestFileReport>, Diagnostic> {
     let sandbox = Sandbox::new(limits, setup);
     let tests_dir = dir.join("tests");
-    let entries = fs::read_dir(&tests_dir)
-        .map_err(|e| Diagnostic::whole_file(tests_dir.clone(), format!("cannot read the test directory: {e}")))?;
+    if !dir.is_dir() {
+        return Err(Diagnostic::whole_file(dir, "not a policy directory"));
+    }
+    let entries = match fs::read_dir(&tests_dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(Diagnostic::whole_file(
+                tests_dir,
+                format!("cannot read the test directory: {e}"),
+            ))
+        }
+    };
+    // Every `*.toml`, whatever it is: one that cannot be read is a failure, not a skip.
     let mut files: Vec<PathBuf> = entries
         .flatten()
         .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "toml") && p.is_file())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
         .collect();
     files.sort();
     let mut lib_report = ReloadReport::default();
@@ -731,7 +750,7 @@ pub fn run_tests(
             error: None,
         };
         let policy_file = dir.join(format!("{stem}.rhai"));
-        let text = fs::read(&file)
+        let text = read_policy(&file)
             .map_err(|e| format!("{}: cannot read: {e}", file.display()))
             .and_then(|b| String::from_utf8(b).map_err(|_| format!("{}: not valid UTF-8", file.display())));
         let cases = text.and_then(|t| testing::parse_tests(&file, &t).map_err(|d| d.to_string()));
@@ -770,7 +789,7 @@ fn policy_name(file_name: &str) -> Option<&str> {
     let stem = file_name.strip_suffix(".rhai")?;
     let ok = match stem.strip_prefix('_') {
         Some(rest) => {
-            !rest.is_empty()
+            rest.starts_with(|c: char| c.is_ascii_lowercase())
                 && stem.len() <= 64
                 && rest
                     .chars()
@@ -1003,6 +1022,13 @@ mod tests {
         write(d, "tests/notes.toml", &tests.replace("\"deny\"", "\"allow\""));
         assert_eq!(engine.reload().loaded, ["notes"]);
         assert_eq!(decide(&engine, "notes").unwrap().outcome, Outcome::Allow);
+        // A test file that cannot be read (here: a directory) blocks new versions too.
+        fs::remove_file(d.join("tests/notes.toml")).unwrap();
+        fs::create_dir(d.join("tests/notes.toml")).unwrap();
+        write(d, "notes.rhai", "false");
+        assert_eq!(engine.reload().failed.len(), 1);
+        assert_eq!(decide(&engine, "notes").unwrap().outcome, Outcome::Allow);
+        fs::remove_dir(d.join("tests/notes.toml")).unwrap();
         // A test file that does not parse blocks new versions too.
         write(d, "tests/notes.toml", "[[test]\n");
         write(d, "notes.rhai", "false");

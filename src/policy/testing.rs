@@ -141,11 +141,30 @@ pub fn parse_tests(file: &Path, text: &str) -> Result<Vec<TestCase>, Diagnostic>
     if text.len() > MAX_TEST_FILE_BYTES {
         return Err(diag(0, 0, format!("larger than {MAX_TEST_FILE_BYTES} bytes")));
     }
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let parsed: TestFile = toml::from_str(text).map_err(|e| {
         let (line, col) = e.span().map_or((0, 0), |span| line_col(text, span.start));
         diag(line, col, e.message().trim().to_owned())
     })?;
+    let mut names = std::collections::BTreeSet::new();
     for (i, case) in parsed.test.iter().enumerate() {
+        if !names.insert(case.name.as_str()) {
+            return Err(diag(
+                0,
+                0,
+                format!("two tests are named `{}`; names must be unique", case.name),
+            ));
+        }
+        if case.expect == Expect::Error && case.reason.is_some() {
+            return Err(diag(
+                0,
+                0,
+                format!(
+                    "test `{}`: an `error` outcome has no reason; remove `reason`",
+                    case.name
+                ),
+            ));
+        }
         if !case.claims.is_object() {
             return Err(diag(
                 0,

@@ -612,3 +612,88 @@ fn forced_reload_loads_at_once() {
     let ann = s.user(&admin, "ann", &["user"]);
     assert_eq!(s.req("POST", "/policies/reload", Some(&ann), None).status, 403);
 }
+
+/// Regressions from a newcomer's trial: a test file that cannot be read (dangling symlink,
+/// directory) blocks activation instead of counting as "no tests"; `PUT` vets against the test
+/// file as it is on disk now, not as the watcher last saw it; `If-Match` values that are not
+/// ASCII or weak never match.
+#[test]
+fn unreadable_tests_and_fresh_tests_block_saves() {
+    let s = server_with_tests(GOOD);
+    let admin = s.admin_token();
+    let tests = s.policies.join("tests/notes.toml");
+    std::fs::remove_file(&tests).unwrap();
+    std::os::unix::fs::symlink(s.dir.path().join("missing.toml"), &tests).unwrap();
+    let r = text(&s, "PUT", "/policies/notes", &admin, LEAKY, &[]);
+    let p = r.assert_problem(422);
+    assert!(p["errors"][0].as_str().unwrap().contains("cannot be read"), "{p}");
+    std::fs::remove_file(&tests).unwrap();
+    std::fs::create_dir(&tests).unwrap();
+    text(&s, "PUT", "/policies/notes", &admin, LEAKY, &[]).assert_problem(422);
+    let out = s.cli(&["policy", "test", s.policies.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
+    std::fs::remove_dir(&tests).unwrap();
+
+    // A test file written a moment ago (before any watcher event) already gates the save.
+    write(
+        &s.policies,
+        "tests/fresh.toml",
+        "[[test]]\nname = \"must deny\"\naction = \"read\"\nexpect = \"deny\"\n",
+    );
+    text(&s, "PUT", "/policies/fresh", &admin, "true", &[]).assert_problem(422);
+    assert!(!s.policies.join("fresh.rhai").exists());
+    assert_eq!(text(&s, "PUT", "/policies/fresh", &admin, "false", &[]).status, 201);
+
+    let etag = s.get("/policies/notes", &admin).header("etag").unwrap().to_owned();
+    let weak = format!("W/{etag}");
+    for bad in ["caf\u{e9}", weak.as_str()] {
+        let auth = format!("Bearer {admin}");
+        let r = s.try_raw(
+            "DELETE",
+            "/policies/notes",
+            &[("Authorization", &auth), ("If-Match", bad)],
+            None,
+        );
+        if let Ok(r) = r {
+            assert_eq!(r.status, 412, "{bad}: {r:?}");
+        }
+    }
+    assert!(s.policies.join("notes.rhai").exists());
+    let r = s.raw(
+        "DELETE",
+        "/policies/notes",
+        &[("Authorization", &format!("Bearer {admin}")), ("If-Match", &etag)],
+        None,
+    );
+    assert_eq!(r.status, 204);
+}
+
+#[test]
+fn replay_skips_torn_lines_and_reload_reports_every_failure() {
+    let s = TestServer::start();
+    let admin = s.admin_token();
+    assert_eq!(s.get("/resources/notes", &admin).status, 200);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut log = std::fs::OpenOptions::new()
+        .append(true)
+        .open(s.data.join("decisions.jsonl"))
+        .unwrap();
+    // A torn multi-byte character, and a line that names the policy but is not a record.
+    std::io::Write::write_all(&mut log, b"{\"torn\":\xe2\x82\n{\"policy\":\"notes\",\n").unwrap();
+    let r = s.post("/policies/notes/replay", &admin, json!({"source": "true"}));
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.json()["unreadable_lines"], 2, "{r:?}");
+    s.post("/policies/nothing/replay", &admin, json!({"source": "true"}))
+        .assert_problem(404);
+
+    s.write_policy("broken", "(((");
+    let first = s.req("POST", "/policies/reload", Some(&admin), None).json();
+    let again = s.req("POST", "/policies/reload", Some(&admin), None).json();
+    for r in [first, again] {
+        let failed = r["failed"].as_array().unwrap();
+        assert!(
+            failed.iter().any(|f| f.as_str().unwrap().starts_with("broken.rhai:1:")),
+            "{r}"
+        );
+    }
+}
