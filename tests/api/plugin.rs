@@ -161,3 +161,23 @@ fn plugin_operations_are_in_the_served_and_printed_spec() {
     let yaml = s.raw("GET", "/openapi.yaml", &[], None).body;
     assert!(yaml.contains("/tickets/{id}/approve"));
 }
+
+/// The example's policy tests pass with the example binary, which registers the plugin's helper
+/// (the plain `gatehouse` binary does not know `priority_rank`, so there they fail).
+#[test]
+fn example_policy_tests_need_and_get_the_plugin_helper() {
+    let dir = example_policies();
+    let run = |bin: &std::path::Path| {
+        std::process::Command::new(bin)
+            .args(["policy", "test", dir.to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
+    let out = run(&example_bin("ticket_desk"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("7 passed, 0 failed"), "{stdout}");
+    let out = run(std::path::Path::new(BIN));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("priority_rank"));
+}
