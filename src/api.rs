@@ -5,6 +5,7 @@
 //! is the document store). [`routes`] assembles the full endpoint around an [`AppState`].
 
 pub mod keys;
+pub mod payload;
 pub mod policies;
 pub mod problem;
 pub mod resources;
@@ -28,7 +29,7 @@ use serde_json::Value;
 use crate::{
     auth::{Authenticator, Hasher},
     config::Settings,
-    policy::{Input, Outcome, PolicyEngine, PolicySet, RequestInput, ResourceInput},
+    policy::{ClaimSet, Input, Outcome, PolicyEngine, PolicySet, RequestInput, ResourceInput},
     store::Store,
 };
 use problem::ApiError;
@@ -394,7 +395,7 @@ impl<'a> Target<'a> {
 pub fn authorize(
     set: &PolicySet,
     name: &str,
-    claims: &Value,
+    claims: &ClaimSet,
     action: impl AsRef<str>,
     target: Target<'_>,
     req: &Request,
@@ -428,19 +429,15 @@ pub fn authorize(
     let started = Instant::now();
     let decision = set.evaluate(name, &input);
     let duration_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    let missing = decision.is_none().then(|| format!("no policy `{name}.rhai` is loaded"));
     let (outcome, reason, error, version) = match &decision {
         Some(d) => (
             d.outcome,
-            d.reason.clone(),
-            d.error.clone(),
-            Some(d.policy_version.clone()),
+            d.reason.as_deref(),
+            d.error.as_deref(),
+            Some(d.policy_version.as_str()),
         ),
-        None => (
-            Outcome::Error,
-            None,
-            Some(format!("no policy `{name}.rhai` is loaded")),
-            None,
-        ),
+        None => (Outcome::Error, None, missing.as_deref(), None),
     };
     let decision_id = uuid::Uuid::now_v7().to_string();
     let ctx = req.extensions().get::<Arc<RequestContext>>();
@@ -452,23 +449,29 @@ pub fn authorize(
         .map(|s| &s.decisions)
         .filter(|l| l.enabled())
     {
-        log.record(&crate::decisions::DecisionRecord {
-            time: now_rfc3339_millis(),
-            decision_id,
-            request_id: ctx.map(|c| c.id.clone()).unwrap_or_default(),
-            sub: claims.get("sub").and_then(Value::as_str).map(str::to_owned),
-            policy: name.to_owned(),
-            action: action.to_owned(),
-            resource_id: target.id.map(str::to_owned),
+        let time = now_rfc3339_millis();
+        log.record(&crate::decisions::DecisionEvent {
+            time: &time,
+            decision_id: &decision_id,
+            request_id: ctx.map_or("", |c| c.id.as_str()),
+            sub: claims.json().get("sub").and_then(Value::as_str),
+            policy: name,
+            action,
+            resource_id: target.id,
             outcome,
-            reason: reason.clone(),
+            reason,
             error,
             policy_version: version,
             duration_us,
-            input: crate::decisions::RecordedInput::capture(claims, &input.resource, &input.request, log.with_data()),
+            input: crate::decisions::EventInput {
+                claims: claims.encoded(),
+                resource: &input.resource,
+                request: &input.request,
+                with_data: log.with_data(),
+            },
         });
     }
-    let Some(decision) = decision else {
+    let Some(decision) = &decision else {
         tracing::warn!(target: "gatehouse::policy", policy = name, "denied: no policy file `{name}.rhai`");
         return Err(ApiError::forbidden(format!(
             "denied: no policy `{name}.rhai` is loaded, so nothing is allowed here"
@@ -479,7 +482,7 @@ pub fn authorize(
         Outcome::Deny => {
             tracing::debug!(target: "gatehouse::policy", policy = name, action, reason = ?reason, "denied");
             Err(ApiError::forbidden(match reason {
-                Some(reason) => reason,
+                Some(reason) => reason.to_owned(),
                 None => format!("denied by policy `{name}`"),
             }))
         }

@@ -317,6 +317,11 @@ impl Application {
         &self.state
     }
 
+    /// The whole HTTP endpoint, to call in process (benchmarks, tests) without the listener.
+    pub fn endpoint(&self) -> &poem::endpoint::BoxEndpoint<'static> {
+        &self.endpoint
+    }
+
     /// The names of the plugins served, in order.
     pub fn plugin_names(&self) -> &[String] {
         &self.plugin_names

@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use crate::{
     model::Username,
+    policy::ClaimSet,
     store::{Store, StoreError},
 };
 pub use password::Hasher;
@@ -24,7 +25,25 @@ pub struct Caller {
     /// The `sub` claim, a user name.
     pub username: Username,
     /// The verified claims, all of them, as policies see them.
-    pub claims: Claims,
+    pub claims: Arc<Claims>,
+    policy_claims: Arc<ClaimSet>,
+}
+
+impl Caller {
+    /// A caller with these claims (for tests and tools; the server builds callers from tokens).
+    pub fn new(username: Username, claims: Claims) -> Self {
+        let policy_claims = Arc::new(ClaimSet::new(claims.to_json()));
+        Self {
+            username,
+            claims: Arc::new(claims),
+            policy_claims,
+        }
+    }
+
+    /// The claims as policies get them (`claims` in scripts).
+    pub fn policy_claims(&self) -> &ClaimSet {
+        &self.policy_claims
+    }
 }
 
 /// Why a request could not be authenticated, or a login failed.
@@ -83,7 +102,8 @@ impl Authenticator {
 
     /// Verifies `token` and the state of its user.
     pub async fn authenticate(&self, token: &str) -> Result<Caller, AuthError> {
-        let claims = self.tokens.verify(token)?;
+        let verified = self.tokens.verify_cached(token)?;
+        let claims = &verified.claims;
         let username =
             Username::parse(&claims.sub).map_err(|_| AuthError::InvalidToken("token subject is not a user".into()))?;
         let user = self
@@ -103,6 +123,10 @@ impl Authenticator {
         if self.store.is_jti_revoked(&claims.jti).await? {
             return Err(AuthError::InvalidToken("the token was revoked".into()));
         }
-        Ok(Caller { username, claims })
+        Ok(Caller {
+            username,
+            claims: Arc::clone(&verified.claims),
+            policy_claims: Arc::clone(&verified.policy_claims),
+        })
     }
 }

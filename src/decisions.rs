@@ -6,8 +6,9 @@
 //! id, request id, `sub`, policy, action, resource id, outcome, reason, policy version,
 //! evaluation time) and what replay needs to decide it again (the claims, the resource without
 //! its data, the request facts). Document data and request headers are left out unless
-//! `decision_log_data` is on. Logging never blocks a request: records go through a bounded
-//! queue, and when the disk cannot keep up they are dropped and counted (and a warning logged).
+//! `decision_log_data` is on. Logging never blocks a request: records are appended to a bounded
+//! in-memory buffer that a writer thread hands to the file every 50 ms, and when the disk cannot
+//! keep up they are dropped and counted (and a warning logged).
 
 use std::{
     fs,
@@ -15,8 +16,7 @@ use std::{
     path::{Path, PathBuf},
     sync::{
         atomic::{AtomicU64, Ordering},
-        mpsc::{self, RecvTimeoutError, SyncSender, TrySendError},
-        Mutex, PoisonError,
+        Condvar, Mutex, PoisonError,
     },
     thread::JoinHandle,
     time::Duration,
@@ -27,8 +27,14 @@ use serde_json::Value;
 
 use crate::policy::{Outcome, RequestInput, ResourceInput};
 
-/// Records waiting for the writer; beyond this, new records are dropped (and counted).
-const QUEUE: usize = 16 * 1024;
+/// Bytes of records waiting for the writer; beyond this, new records are dropped (and counted).
+const MAX_PENDING_BYTES: usize = 8 * 1024 * 1024;
+
+/// Pending bytes at which the writer is woken before its next round.
+const WAKE_BYTES: usize = 256 * 1024;
+
+/// How often the writer hands what is pending to the file.
+const WRITE_INTERVAL: Duration = Duration::from_millis(50);
 
 /// One decision.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -110,37 +116,100 @@ pub struct RecordedRequest {
     pub headers: Vec<(String, String)>,
 }
 
-impl RecordedInput {
-    /// Captures an input; data and headers only when `with_data`.
-    pub fn capture(claims: &Value, resource: &ResourceInput, request: &RequestInput, with_data: bool) -> Self {
-        Self {
-            claims: claims.clone(),
-            resource: RecordedResource {
-                kind: resource.kind.to_owned(),
-                id: resource.id.map(str::to_owned),
-                owner: resource.owner.map(str::to_owned),
-                data: with_data.then(|| resource.data.clone()),
-                old: if with_data { resource.old.cloned() } else { None },
-                extra: resource.extra.cloned(),
-            },
-            request: RecordedRequest {
-                method: request.method.to_owned(),
-                path: request.path.to_owned(),
-                time: request.time,
-                ip: request.ip.map(str::to_owned),
-                headers: if with_data {
-                    request
-                        .headers
-                        .iter()
-                        .filter(|(k, _)| !is_credential_header(k))
-                        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                        .collect()
-                } else {
-                    Vec::new()
-                },
-            },
-            with_data,
+/// One decision as it is written: borrowed from the request that made it, so that logging
+/// copies nothing. Written as the JSON of a [`DecisionRecord`] (the tests read it back as one).
+#[derive(Debug, Serialize)]
+pub struct DecisionEvent<'a> {
+    /// See [`DecisionRecord::time`].
+    pub time: &'a str,
+    /// See [`DecisionRecord::decision_id`].
+    pub decision_id: &'a str,
+    /// See [`DecisionRecord::request_id`].
+    pub request_id: &'a str,
+    /// See [`DecisionRecord::sub`].
+    pub sub: Option<&'a str>,
+    /// See [`DecisionRecord::policy`].
+    pub policy: &'a str,
+    /// See [`DecisionRecord::action`].
+    pub action: &'a str,
+    /// See [`DecisionRecord::resource_id`].
+    pub resource_id: Option<&'a str>,
+    /// See [`DecisionRecord::outcome`].
+    pub outcome: Outcome,
+    /// See [`DecisionRecord::reason`].
+    pub reason: Option<&'a str>,
+    /// See [`DecisionRecord::error`].
+    pub error: Option<&'a str>,
+    /// See [`DecisionRecord::policy_version`].
+    pub policy_version: Option<&'a str>,
+    /// See [`DecisionRecord::duration_us`].
+    pub duration_us: u64,
+    /// What the policy saw.
+    pub input: EventInput<'a>,
+}
+
+/// The inputs of a decision as written (see [`RecordedInput`] for what is read back): data,
+/// `old` and headers only when `with_data`, and never the credential headers.
+#[derive(Debug, Clone, Copy)]
+pub struct EventInput<'a> {
+    /// The claims, encoded once per token.
+    pub claims: &'a serde_json::value::RawValue,
+    /// `resource`.
+    pub resource: &'a ResourceInput<'a>,
+    /// `request`.
+    pub request: &'a RequestInput<'a>,
+    /// Whether document data and headers go in too.
+    pub with_data: bool,
+}
+
+impl Serialize for EventInput<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        struct Resource<'a>(&'a ResourceInput<'a>, bool);
+        impl Serialize for Resource<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let Resource(r, with_data) = *self;
+                let mut m = s.serialize_struct("RecordedResource", 6)?;
+                m.serialize_field("kind", r.kind)?;
+                m.serialize_field("id", &r.id)?;
+                m.serialize_field("owner", &r.owner)?;
+                if with_data {
+                    m.serialize_field("data", r.data)?;
+                    if let Some(old) = r.old {
+                        m.serialize_field("old", old)?;
+                    }
+                }
+                if let Some(extra) = r.extra {
+                    m.serialize_field("extra", extra)?;
+                }
+                m.end()
+            }
         }
+        struct Request<'a>(&'a RequestInput<'a>, bool);
+        impl Serialize for Request<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let Request(r, with_data) = *self;
+                let mut m = s.serialize_struct("RecordedRequest", 5)?;
+                m.serialize_field("method", r.method)?;
+                m.serialize_field("path", r.path)?;
+                m.serialize_field("time", &r.time)?;
+                m.serialize_field("ip", &r.ip)?;
+                if with_data {
+                    let headers: Vec<&(&str, &str)> =
+                        r.headers.iter().filter(|(k, _)| !is_credential_header(k)).collect();
+                    if !headers.is_empty() {
+                        m.serialize_field("headers", &headers)?;
+                    }
+                }
+                m.end()
+            }
+        }
+        let mut m = s.serialize_struct("RecordedInput", 4)?;
+        m.serialize_field("claims", self.claims)?;
+        m.serialize_field("resource", &Resource(self.resource, self.with_data))?;
+        m.serialize_field("request", &Request(self.request, self.with_data))?;
+        m.serialize_field("with_data", &self.with_data)?;
+        m.end()
     }
 }
 
@@ -166,26 +235,49 @@ pub struct LogConfig {
 }
 
 /// The decision log handle. Cheap to call from any thread.
+///
+/// Requests never wake the writer or touch the file: each record is encoded on the calling
+/// thread and appended to a shared buffer, and the writer thread hands that buffer to the file
+/// every [`WRITE_INTERVAL`] (sooner when it grows large, at once on [`DecisionLog::sync`]).
 #[derive(Debug)]
 pub struct DecisionLog {
-    sender: Mutex<Option<SyncSender<String>>>,
+    shared: Option<std::sync::Arc<Shared>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     config: LogConfig,
     dropped: AtomicU64,
-    written: AtomicU64,
+}
+
+/// What requests and the writer share.
+#[derive(Debug, Default)]
+struct Shared {
+    pending: Mutex<Pending>,
+    /// The writer waits here for its next round.
+    wake: Condvar,
+    /// [`DecisionLog::sync`] waits here for the writer's round to end.
+    written: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct Pending {
+    /// Encoded records, one line each.
+    buf: Vec<u8>,
+    closed: bool,
+    /// Rounds asked for by `sync`, and the last one the writer finished.
+    sync_asked: u64,
+    sync_done: u64,
 }
 
 impl DecisionLog {
     /// Opens (creating the directory and file) and starts the writer thread.
     pub fn open(config: LogConfig) -> io::Result<Self> {
-        let (sender, writer) = match &config.path {
+        let (shared, writer) = match &config.path {
             None => (None, None),
             Some(path) => {
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                     fs::create_dir_all(dir)?;
                 }
                 let file = open_append(path)?;
-                let (tx, rx) = mpsc::sync_channel::<String>(QUEUE);
+                let shared = std::sync::Arc::new(Shared::default());
                 let writer = Writer {
                     path: path.clone(),
                     size: file.metadata().map(|m| m.len()).unwrap_or(0),
@@ -193,25 +285,25 @@ impl DecisionLog {
                     max_bytes: config.max_bytes,
                     keep: config.keep,
                 };
-                let handle = std::thread::Builder::new()
-                    .name("decision-log".into())
-                    .spawn(move || writer.run(rx))?;
-                (Some(tx), Some(handle))
+                let handle = std::thread::Builder::new().name("decision-log".into()).spawn({
+                    let shared = shared.clone();
+                    move || writer.run(&shared)
+                })?;
+                (Some(shared), Some(handle))
             }
         };
         Ok(Self {
-            sender: Mutex::new(sender),
+            shared,
             writer: Mutex::new(writer),
             config,
             dropped: AtomicU64::new(0),
-            written: AtomicU64::new(0),
         })
     }
 
     /// A log that records nothing.
     pub fn disabled() -> Self {
         Self {
-            sender: Mutex::new(None),
+            shared: None,
             writer: Mutex::new(None),
             config: LogConfig {
                 path: None,
@@ -221,7 +313,6 @@ impl DecisionLog {
                 with_data: false,
             },
             dropped: AtomicU64::new(0),
-            written: AtomicU64::new(0),
         }
     }
 
@@ -246,53 +337,94 @@ impl DecisionLog {
     }
 
     /// Queues one record.
-    pub fn record(&self, rec: &DecisionRecord) {
+    pub fn record(&self, rec: &DecisionEvent<'_>) {
         if self.config.tracing {
             tracing::info!(
                 target: "gatehouse::decision",
-                decision_id = %rec.decision_id,
-                request_id = %rec.request_id,
-                sub = rec.sub.as_deref(),
-                policy = %rec.policy,
-                action = %rec.action,
-                resource_id = rec.resource_id.as_deref(),
+                decision_id = rec.decision_id,
+                request_id = rec.request_id,
+                sub = rec.sub,
+                policy = rec.policy,
+                action = rec.action,
+                resource_id = rec.resource_id,
                 outcome = ?rec.outcome,
-                reason = rec.reason.as_deref(),
-                policy_version = rec.policy_version.as_deref(),
+                reason = rec.reason,
+                policy_version = rec.policy_version,
                 duration_us = rec.duration_us,
                 "decision"
             );
         }
-        let guard = self.sender.lock().unwrap_or_else(PoisonError::into_inner);
-        let Some(tx) = guard.as_ref() else { return };
-        let line = match serde_json::to_string(rec) {
-            Ok(line) => line,
-            Err(e) => {
+        let Some(shared) = &self.shared else { return };
+        SCRATCH.with(|scratch| {
+            let mut line = scratch.borrow_mut();
+            line.clear();
+            if let Err(e) = serde_json::to_writer(&mut *line, rec) {
                 tracing::warn!(error = %e, "cannot encode a decision record");
                 return;
             }
-        };
-        match tx.try_send(line) {
-            Ok(()) => {
-                self.written.fetch_add(1, Ordering::Relaxed);
+            line.push(b'\n');
+            let mut pending = shared.pending.lock().unwrap_or_else(PoisonError::into_inner);
+            if pending.closed {
+                return;
             }
-            Err(TrySendError::Full(_)) => {
+            if pending.buf.len() + line.len() > MAX_PENDING_BYTES {
+                drop(pending);
                 let n = self.dropped.fetch_add(1, Ordering::Relaxed);
                 if n.is_power_of_two() {
                     tracing::warn!(dropped = n + 1, "decision log cannot keep up; records dropped");
                 }
+                return;
             }
-            Err(TrySendError::Disconnected(_)) => {}
+            let was = pending.buf.len();
+            pending.buf.extend_from_slice(&line);
+            if was < WAKE_BYTES && pending.buf.len() >= WAKE_BYTES {
+                shared.wake.notify_one();
+            }
+        });
+    }
+
+    /// Waits (at most a few seconds) until every record queued before the call is in the file.
+    /// For readers of the file, such as replay.
+    pub fn sync(&self) {
+        let Some(shared) = &self.shared else { return };
+        let mut pending = shared.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        if pending.closed {
+            return;
+        }
+        pending.sync_asked += 1;
+        let ticket = pending.sync_asked;
+        shared.wake.notify_one();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while pending.sync_done < ticket {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                tracing::warn!("decision log writer did not answer; replaying what is on disk");
+                return;
+            }
+            pending = shared
+                .written
+                .wait_timeout(pending, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
         }
     }
 
     /// Stops the writer after it has written and flushed everything queued.
     pub fn close(&self) {
-        self.sender.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(shared) = &self.shared {
+            shared.pending.lock().unwrap_or_else(PoisonError::into_inner).closed = true;
+            shared.wake.notify_one();
+        }
         if let Some(handle) = self.writer.lock().unwrap_or_else(PoisonError::into_inner).take() {
             let _ = handle.join();
         }
     }
+}
+
+thread_local! {
+    /// Where a record is encoded before it is appended to the shared buffer, so that the lock
+    /// is held only for a copy.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 impl Drop for DecisionLog {
@@ -314,39 +446,57 @@ struct Writer {
 }
 
 impl Writer {
-    fn run(mut self, rx: mpsc::Receiver<String>) {
+    fn run(mut self, shared: &Shared) {
+        let mut batch = Vec::new();
         loop {
-            match rx.recv_timeout(Duration::from_millis(200)) {
-                Ok(line) => {
-                    self.write(&line);
-                    // Write what else is queued, then hand the batch to the file: one write
-                    // call per burst under load, and records readable at once when idle.
-                    while let Ok(line) = rx.try_recv() {
-                        self.write(&line);
-                    }
-                    self.flush();
+            let (closed, ticket) = {
+                let mut pending = shared.pending.lock().unwrap_or_else(PoisonError::into_inner);
+                let idle = |p: &Pending| !p.closed && p.sync_asked == p.sync_done && p.buf.len() < WAKE_BYTES;
+                if idle(&pending) {
+                    pending = shared
+                        .wake
+                        .wait_timeout(pending, WRITE_INTERVAL)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0;
                 }
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => {
-                    self.flush();
-                    return;
-                }
+                // Swap buffers: requests go on appending while this batch is written.
+                std::mem::swap(&mut batch, &mut pending.buf);
+                (pending.closed, pending.sync_asked)
+            };
+            if !batch.is_empty() {
+                self.write_batch(&batch);
+                batch.clear();
+                self.flush();
+            }
+            let mut pending = shared.pending.lock().unwrap_or_else(PoisonError::into_inner);
+            pending.sync_done = ticket;
+            shared.written.notify_all();
+            if closed && pending.buf.is_empty() {
+                return;
             }
         }
     }
 
-    fn write(&mut self, line: &str) {
-        let n = line.len() as u64 + 1;
+    /// Writes whole lines, rotating between two lines when the file would grow too large.
+    fn write_batch(&mut self, batch: &[u8]) {
+        if self.size + batch.len() as u64 <= self.max_bytes {
+            self.write(batch);
+            return;
+        }
+        for line in batch.split_inclusive(|b| *b == b'\n') {
+            self.write(line);
+        }
+    }
+
+    /// Writes `bytes` (whole lines), rotating first when they would not fit.
+    fn write(&mut self, bytes: &[u8]) {
+        let n = bytes.len() as u64;
         if self.size > 0 && self.size + n > self.max_bytes {
             if let Err(e) = self.rotate() {
                 tracing::warn!(file = %self.path.display(), error = %e, "cannot rotate the decision log");
             }
         }
-        let result = self
-            .out
-            .write_all(line.as_bytes())
-            .and_then(|()| self.out.write_all(b"\n"));
-        match result {
+        match self.out.write_all(bytes) {
             Ok(()) => self.size += n,
             Err(e) => tracing::warn!(file = %self.path.display(), error = %e, "cannot write the decision log"),
         }
@@ -474,6 +624,84 @@ mod tests {
         }
     }
 
+    /// Logs `rec` the way the server does, through a borrowed [`DecisionEvent`].
+    fn write(log: &DecisionLog, rec: &DecisionRecord) {
+        let empty = serde_json::json!({});
+        let headers: Vec<(&str, &str)> = rec
+            .input
+            .request
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let resource = ResourceInput {
+            kind: &rec.input.resource.kind,
+            id: rec.input.resource.id.as_deref(),
+            owner: rec.input.resource.owner.as_deref(),
+            data: rec.input.resource.data.as_ref().unwrap_or(&empty),
+            old: rec.input.resource.old.as_ref(),
+            extra: rec.input.resource.extra.as_ref(),
+        };
+        let request = RequestInput {
+            method: &rec.input.request.method,
+            path: &rec.input.request.path,
+            time: rec.input.request.time,
+            ip: rec.input.request.ip.as_deref(),
+            headers: &headers,
+        };
+        let claims = serde_json::value::to_raw_value(&rec.input.claims).unwrap();
+        log.record(&DecisionEvent {
+            time: &rec.time,
+            decision_id: &rec.decision_id,
+            request_id: &rec.request_id,
+            sub: rec.sub.as_deref(),
+            policy: &rec.policy,
+            action: &rec.action,
+            resource_id: rec.resource_id.as_deref(),
+            outcome: rec.outcome,
+            reason: rec.reason.as_deref(),
+            error: rec.error.as_deref(),
+            policy_version: rec.policy_version.as_deref(),
+            duration_us: rec.duration_us,
+            input: EventInput {
+                claims: &claims,
+                resource: &resource,
+                request: &request,
+                with_data: rec.input.with_data,
+            },
+        });
+    }
+
+    #[test]
+    fn written_events_read_back_as_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("decisions.jsonl");
+        let log = DecisionLog::open(LogConfig {
+            path: Some(path.clone()),
+            max_bytes: 1 << 20,
+            keep: 1,
+            tracing: false,
+            with_data: true,
+        })
+        .unwrap();
+        let mut lean = record(1, "notes");
+        lean.reason = Some("no \"quotes\" here".into());
+        let mut full = record(2, "notes");
+        full.outcome = Outcome::Error;
+        full.error = Some("notes.rhai:1:1: boom".into());
+        full.input.with_data = true;
+        full.input.resource.data = Some(serde_json::json!({"title": "t", "n": [1, 2.5, null]}));
+        full.input.resource.old = Some(serde_json::json!({"title": "before"}));
+        full.input.resource.extra = Some(serde_json::json!({"changes": ["roles"]}));
+        full.input.request.headers = vec![("x-tenant".into(), "acme".into())];
+        write(&log, &lean);
+        write(&log, &full);
+        log.close();
+        let (all, bad) = read_last(&path, "notes", 10).unwrap();
+        assert_eq!(bad, 0);
+        assert_eq!(all, [lean, full]);
+    }
+
     #[test]
     fn writes_rotates_and_reads_back_the_last_n() {
         let dir = tempfile::tempdir().unwrap();
@@ -487,7 +715,7 @@ mod tests {
         })
         .unwrap();
         for i in 0..60 {
-            log.record(&record(i, if i % 2 == 0 { "notes" } else { "todos" }));
+            write(&log, &record(i, if i % 2 == 0 { "notes" } else { "todos" }));
         }
         log.close();
         assert!(rotated(&path, 1).exists(), "rotated at 4 KiB");
@@ -510,8 +738,35 @@ mod tests {
     }
 
     #[test]
+    fn sync_waits_for_what_is_buffered_and_requests_never_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("decisions.jsonl");
+        let log = DecisionLog::open(LogConfig {
+            path: Some(path.clone()),
+            max_bytes: 1 << 20,
+            keep: 1,
+            tracing: false,
+            with_data: false,
+        })
+        .unwrap();
+        for round in 0..3 {
+            for i in 0..10 {
+                write(&log, &record(round * 10 + i, "notes"));
+            }
+            log.sync();
+            let (all, bad) = read_last(&path, "notes", 1000).unwrap();
+            assert_eq!((all.len(), bad), ((round + 1) * 10, 0));
+        }
+        log.close();
+        // After close, records are ignored and sync returns at once.
+        write(&log, &record(99, "notes"));
+        log.sync();
+        assert_eq!(read_last(&path, "notes", 1000).unwrap().0.len(), 30);
+    }
+
+    #[test]
     fn data_is_left_out_unless_asked_for() {
-        let claims = serde_json::json!({"sub": "ann"});
+        let claims = serde_json::value::to_raw_value(&serde_json::json!({"sub": "ann"})).unwrap();
         let data = serde_json::json!({"secret": "x"});
         let resource = ResourceInput {
             kind: "notes",
@@ -528,14 +783,18 @@ mod tests {
             ip: Some("10.0.0.1"),
             headers: &[("x-tenant", "acme"), ("authorization", "Bearer t")],
         };
-        let lean = RecordedInput::capture(&claims, &resource, &request, false);
-        let text = serde_json::to_string(&lean).unwrap();
+        let input = |with_data| EventInput {
+            claims: &claims,
+            resource: &resource,
+            request: &request,
+            with_data,
+        };
+        let text = serde_json::to_string(&input(false)).unwrap();
         assert!(
             !text.contains("secret") && !text.contains("acme") && !text.contains("Bearer"),
             "{text}"
         );
-        let full = RecordedInput::capture(&claims, &resource, &request, true);
-        let text = serde_json::to_string(&full).unwrap();
+        let text = serde_json::to_string(&input(true)).unwrap();
         assert!(
             text.contains("secret") && text.contains("acme") && !text.contains("Bearer"),
             "{text}"
@@ -545,7 +804,7 @@ mod tests {
     #[test]
     fn disabled_and_missing_logs_are_harmless() {
         let log = DecisionLog::disabled();
-        log.record(&record(1, "notes"));
+        write(&log, &record(1, "notes"));
         assert!(!log.enabled());
         let dir = tempfile::tempdir().unwrap();
         let (none, _) = read_last(&dir.path().join("nope.jsonl"), "notes", 10).unwrap();

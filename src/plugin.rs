@@ -387,7 +387,7 @@ pub fn authorize_in(
     if !kind.starts_with('_') {
         api::resources::known_kind(set, kind)?;
     }
-    let claims = caller.claims.to_json();
+    let claims = caller.policy_claims();
     let target = Target {
         kind,
         id: resource.id,
@@ -396,7 +396,7 @@ pub fn authorize_in(
         old: resource.old,
         extra: resource.extra,
     };
-    api::authorize(set, kind, &claims, action, target, req)
+    api::authorize(set, kind, claims, action, target, req)
 }
 
 #[cfg(test)]
@@ -598,9 +598,9 @@ mod tests {
     }
 
     fn caller(extra: Value) -> Caller {
-        Caller {
-            username: Username::parse("ann").unwrap(),
-            claims: Claims {
+        Caller::new(
+            Username::parse("ann").unwrap(),
+            Claims {
                 sub: "ann".into(),
                 roles: vec!["user".into()],
                 iat: 0,
@@ -610,7 +610,7 @@ mod tests {
                 uver: String::new(),
                 extra: extra.as_object().cloned().unwrap_or_default(),
             },
-        }
+        )
     }
 
     #[test]

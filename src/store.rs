@@ -143,6 +143,15 @@ pub trait Store: Send + Sync + 'static {
     async fn list_docs(&self, kind: &Kind, after: Option<&DocId>, limit: usize) -> Result<Vec<Document>, StoreError>;
     /// Adds a document; [`StoreError::Conflict`] when the id is taken.
     async fn insert_doc(&self, doc: &Document) -> Result<(), StoreError>;
+    /// Adds many new documents, durable together on `Ok` (imports and load-test data; the
+    /// default inserts them one by one). [`StoreError::Conflict`] when an id is taken; then
+    /// none of them is added by the sled store.
+    async fn insert_docs(&self, docs: &[Document]) -> Result<(), StoreError> {
+        for doc in docs {
+            self.insert_doc(doc).await?;
+        }
+        Ok(())
+    }
     /// Replaces `old` by `new`; [`StoreError::Conflict`] when the stored document is no longer `old`.
     async fn update_doc(&self, old: &Document, new: &Document) -> Result<(), StoreError>;
     /// Removes `old`; [`StoreError::Conflict`] when it changed since it was read, `false` when gone.

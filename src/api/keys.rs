@@ -173,14 +173,14 @@ impl KeysApi {
         auth: BearerAuth,
     ) -> Result<Json<RotatedKeys>, ApiError> {
         let set = state.policies.snapshot();
-        let claims = auth.0.claims.to_json();
+        let claims = auth.0.policy_claims();
         let ring = state.auth.tokens().ring();
         let active = ring.active();
         let data = json!({"kid": active.kid, "alg": format!("{:?}", active.alg), "kids": ring.kids()});
         authorize(
             &set,
             KEYS_POLICY,
-            &claims,
+            claims,
             Action::Update,
             Target::new(KEYS_POLICY, Some(active.kid.as_str()), None, &data),
             req,

@@ -451,11 +451,11 @@ impl PolicyApi {
         data: &Value,
     ) -> Result<Arc<PolicySet>, ApiError> {
         let set = state.policies.snapshot();
-        let claims = auth.0.claims.to_json();
+        let claims = auth.0.policy_claims();
         authorize(
             &set,
             POLICIES_POLICY,
-            &claims,
+            claims,
             action,
             Target::new(POLICIES_POLICY, id, None, data),
             req,
@@ -900,10 +900,15 @@ impl PolicyApi {
             }
         };
         let policy = name.to_owned();
-        let report = tokio::task::spawn_blocking(move || replay(&path, &policy, last as usize, &candidate, &set))
-            .await
-            .map_err(|e| ApiError::internal(&e))?
-            .map_err(|e| ApiError::internal(&format!("cannot read the decision log: {e}")))?;
+        let log = state.decisions.clone();
+        let report = tokio::task::spawn_blocking(move || {
+            // The decisions made up to now, including those still in the writer's buffer.
+            log.sync();
+            replay(&path, &policy, last as usize, &candidate, &set)
+        })
+        .await
+        .map_err(|e| ApiError::internal(&e))?
+        .map_err(|e| ApiError::internal(&format!("cannot read the decision log: {e}")))?;
         Ok(ReplayAnswer::Ok(Json(report)))
     }
 }
@@ -990,8 +995,9 @@ pub fn with_recorded_input<T>(rec: &decisions::DecisionRecord, f: impl FnOnce(&c
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
+    let claims = crate::policy::ClaimSet::new(i.claims.clone());
     let input = crate::policy::Input {
-        claims: &i.claims,
+        claims: &claims,
         action: &rec.action,
         resource: crate::policy::ResourceInput {
             kind: &i.resource.kind,

@@ -11,7 +11,9 @@ use poem_openapi::{
 };
 use serde_json::Value;
 
-use super::{authorize, page_limit, problem::ApiError, security::BearerAuth, ApiTags, AppState, Target};
+use super::{
+    authorize, page_limit, payload::EncodedJson, problem::ApiError, security::BearerAuth, ApiTags, AppState, Target,
+};
 use crate::{
     model::{Action, DocId, Kind},
     policy::PolicySet,
@@ -73,6 +75,22 @@ pub struct DocumentPage {
     pub items: Vec<DocumentView>,
     /// Cursor for the next page (pass as `after`), or `null` at the end.
     pub next: Option<String>,
+}
+
+/// [`DocumentPage`] as encoded: the stored documents themselves (a `Document` serializes as a
+/// [`DocumentView`]; `tests::stored_documents_encode_as_the_api_shape` checks it).
+#[derive(serde::Serialize)]
+struct EncodedPage<'a> {
+    items: &'a [Document],
+    next: Option<String>,
+}
+
+/// The object `Value::Object(map)` held (documents are always objects).
+fn into_object(value: Value) -> serde_json::Map<String, Value> {
+    match value {
+        Value::Object(map) => map,
+        _ => serde_json::Map::new(),
+    }
 }
 
 /// Answer of a create.
@@ -148,12 +166,12 @@ impl ResourceApi {
     ) -> Result<CreatedDocument, ApiError> {
         let set = state.policies.snapshot();
         let kind = known_kind(&set, &kind)?;
-        let claims = auth.0.claims.to_json();
+        let claims = auth.0.policy_claims();
         let data = object(&body);
         authorize(
             &set,
             kind.as_str(),
-            &claims,
+            claims,
             Action::Create,
             Target::new(kind.as_str(), None, None, &data),
             req,
@@ -189,7 +207,7 @@ impl ResourceApi {
         limit: Query<Option<u32>>,
         /// Cursor from the previous page's `next`.
         after: Query<Option<String>>,
-    ) -> Result<Json<DocumentPage>, ApiError> {
+    ) -> Result<EncodedJson<DocumentPage>, ApiError> {
         let set = state.policies.snapshot();
         let kind = known_kind(&set, &kind)?;
         let limit = page_limit(limit.0)?;
@@ -197,12 +215,12 @@ impl ResourceApi {
             Some(a) => Some(parse_cursor(a)?),
             None => None,
         };
-        let claims = auth.0.claims.to_json();
+        let claims = auth.0.policy_claims();
         let empty = Value::Object(Default::default());
         authorize(
             &set,
             kind.as_str(),
-            &claims,
+            claims,
             Action::List,
             Target::new(kind.as_str(), None, None, &empty),
             req,
@@ -212,13 +230,15 @@ impl ResourceApi {
         let next = loop {
             let batch = state.store.list_docs(&kind, cursor.as_ref(), limit).await?;
             let exhausted = batch.len() < limit;
-            for doc in batch {
+            for mut doc in batch {
                 scanned += 1;
                 cursor = Some(doc.id.clone());
-                let data = Value::Object(doc.data.clone());
+                let data = Value::Object(std::mem::take(&mut doc.data));
                 let target = Target::new(kind.as_str(), Some(doc.id.as_str()), Some(doc.owner.as_str()), &data);
-                if authorize(&set, kind.as_str(), &claims, Action::Read, target, req).is_ok() {
-                    items.push(DocumentView::from(doc));
+                let allowed = authorize(&set, kind.as_str(), claims, Action::Read, target, req).is_ok();
+                if allowed {
+                    doc.data = into_object(data);
+                    items.push(doc);
                     if items.len() == limit {
                         break;
                     }
@@ -235,7 +255,7 @@ impl ResourceApi {
                 break None;
             }
         };
-        Ok(Json(DocumentPage { items, next }))
+        EncodedJson::encode(&EncodedPage { items: &items, next })
     }
 
     /// Read a document
@@ -249,26 +269,27 @@ impl ResourceApi {
         kind: Path<String>,
         /// Document id.
         id: Path<String>,
-    ) -> Result<Json<DocumentView>, ApiError> {
+    ) -> Result<EncodedJson<DocumentView>, ApiError> {
         let set = state.policies.snapshot();
         let kind = known_kind(&set, &kind)?;
         let id = doc_id(&id)?;
-        let doc = state
+        let mut doc = state
             .store
             .get_doc(&kind, &id)
             .await?
             .ok_or_else(|| ApiError::not_found("no such document"))?;
-        let claims = auth.0.claims.to_json();
-        let data = Value::Object(doc.data.clone());
+        let claims = auth.0.policy_claims();
+        let data = Value::Object(std::mem::take(&mut doc.data));
         authorize(
             &set,
             kind.as_str(),
-            &claims,
+            claims,
             Action::Read,
             Target::new(kind.as_str(), Some(id.as_str()), Some(doc.owner.as_str()), &data),
             req,
         )?;
-        Ok(Json(doc.into()))
+        doc.data = into_object(data);
+        EncodedJson::encode(&doc)
     }
 
     /// Replace a document's data
@@ -295,12 +316,12 @@ impl ResourceApi {
             .get_doc(&kind, &id)
             .await?
             .ok_or_else(|| ApiError::not_found("no such document"))?;
-        let claims = auth.0.claims.to_json();
+        let claims = auth.0.policy_claims();
         let data = object(&body);
         let old_data = Value::Object(old.data.clone());
         let mut target = Target::new(kind.as_str(), Some(id.as_str()), Some(old.owner.as_str()), &data);
         target.old = Some(&old_data);
-        authorize(&set, kind.as_str(), &claims, Action::Update, target, req)?;
+        authorize(&set, kind.as_str(), claims, Action::Update, target, req)?;
         let new = Document {
             data: body.0.into_iter().collect(),
             updated_at: now_rfc3339(),
@@ -330,12 +351,12 @@ impl ResourceApi {
             .get_doc(&kind, &id)
             .await?
             .ok_or_else(|| ApiError::not_found("no such document"))?;
-        let claims = auth.0.claims.to_json();
+        let claims = auth.0.policy_claims();
         let data = Value::Object(doc.data.clone());
         authorize(
             &set,
             kind.as_str(),
-            &claims,
+            claims,
             Action::Delete,
             Target::new(kind.as_str(), Some(id.as_str()), Some(doc.owner.as_str()), &data),
             req,

@@ -206,12 +206,12 @@ impl UserApi {
         let roles = parse_roles(&body.roles)?;
         check_password_rules(&body.password)?;
         let set = state.policies.snapshot();
-        let claims = auth.0.claims.to_json();
+        let claims = auth.0.policy_claims();
         let data = json!({"username": username.as_str(), "roles": roles.iter().map(|r| r.as_str()).collect::<Vec<_>>(), "disabled": false});
         authorize(
             &set,
             USERS_POLICY,
-            &claims,
+            claims,
             Action::Create,
             Target::new(USERS_POLICY, None, None, &data),
             req,
@@ -254,12 +254,12 @@ impl UserApi {
             None => None,
         };
         let set = state.policies.snapshot();
-        let claims = auth.0.claims.to_json();
+        let claims = auth.0.policy_claims();
         let empty = Value::Object(Default::default());
         authorize(
             &set,
             USERS_POLICY,
-            &claims,
+            claims,
             Action::List,
             Target::new(USERS_POLICY, None, None, &empty),
             req,
@@ -278,7 +278,7 @@ impl UserApi {
                     Some(u.username.as_str()),
                     &data,
                 );
-                authorize(&set, USERS_POLICY, &claims, Action::Read, target, req).is_ok()
+                authorize(&set, USERS_POLICY, claims, Action::Read, target, req).is_ok()
             })
             .map(UserView::from)
             .collect();
@@ -297,21 +297,14 @@ impl UserApi {
     ) -> Result<Json<UserView>, ApiError> {
         let name = path_user(&username)?;
         let set = state.policies.snapshot();
-        let claims = auth.0.claims.to_json();
+        let claims = auth.0.policy_claims();
         let user = state.store.get_user(&name).await?;
         // A missing user is decided as a record owned by that name, so that a caller who may
         // not read it cannot probe which users exist (403 either way).
         let data = user
             .as_ref()
             .map_or_else(|| json!({"username": name.as_str()}), as_value);
-        authorize(
-            &set,
-            USERS_POLICY,
-            &claims,
-            Action::Read,
-            user_target(&name, &data),
-            req,
-        )?;
+        authorize(&set, USERS_POLICY, claims, Action::Read, user_target(&name, &data), req)?;
         let user = user.ok_or_else(|| ApiError::not_found("no such user"))?;
         Ok(Json((&user).into()))
     }
@@ -339,7 +332,7 @@ impl UserApi {
             check_password_rules(pw)?;
         }
         let set = state.policies.snapshot();
-        let claims = auth.0.claims.to_json();
+        let claims = auth.0.policy_claims();
         let old = stored_user(&state, &name).await?;
         let mut new = old.clone();
         let mut changes = Vec::new();
@@ -360,7 +353,7 @@ impl UserApi {
         let mut target = user_target(&name, &data);
         target.old = Some(&old_data);
         target.extra = Some(&extra);
-        authorize(&set, USERS_POLICY, &claims, Action::Update, target, req)?;
+        authorize(&set, USERS_POLICY, claims, Action::Update, target, req)?;
         if let Some(pw) = patch.password {
             new.password_hash = state.hasher.hash(&Secret::new(pw)).await?;
         }
@@ -393,14 +386,14 @@ impl UserApi {
     ) -> Result<RevokedTokens, ApiError> {
         let name = path_user(&username)?;
         let set = state.policies.snapshot();
-        let claims = auth.0.claims.to_json();
+        let claims = auth.0.policy_claims();
         let old = stored_user(&state, &name).await?;
         let data = as_value(&old);
         let extra = json!({ "changes": ["tokens"] });
         let mut target = user_target(&name, &data);
         target.old = Some(&data);
         target.extra = Some(&extra);
-        authorize(&set, USERS_POLICY, &claims, Action::Update, target, req)?;
+        authorize(&set, USERS_POLICY, claims, Action::Update, target, req)?;
         let new = UserRecord {
             token_version: new_token_version(),
             ..old.clone()
@@ -424,13 +417,13 @@ impl UserApi {
     ) -> Result<DeletedUser, ApiError> {
         let name = path_user(&username)?;
         let set = state.policies.snapshot();
-        let claims = auth.0.claims.to_json();
+        let claims = auth.0.policy_claims();
         let user = stored_user(&state, &name).await?;
         let data = as_value(&user);
         authorize(
             &set,
             USERS_POLICY,
-            &claims,
+            claims,
             Action::Delete,
             user_target(&name, &data),
             req,

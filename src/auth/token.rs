@@ -5,6 +5,11 @@
 //! and allows `leeway` seconds of clock skew. Each token carries a `kid` derived from the key,
 //! so a token signed by another key is refused before its signature is even checked.
 
+use std::{
+    collections::HashMap,
+    sync::{Arc, PoisonError, RwLock},
+};
+
 use arc_swap::ArcSwap;
 use jsonwebtoken::{decode, decode_header, encode, Algorithm, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -13,7 +18,7 @@ use super::{
     keys::{hmac_key, KeyRing},
     AuthError,
 };
-use crate::store::UserRecord;
+use crate::{policy::ClaimSet, store::UserRecord};
 
 /// Tokens longer than this are refused unread.
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
@@ -63,6 +68,7 @@ impl Claims {
 /// their `kid` names (the ring can be swapped at runtime, for rotation).
 pub struct TokenService {
     ring: ArcSwap<KeyRing>,
+    cache: RwLock<VerifiedCache>,
     validations: Vec<(Algorithm, Validation)>,
     issuer: String,
     audience: Option<String>,
@@ -93,6 +99,51 @@ pub struct TokenOptions {
 
 fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// A token that passed [`TokenService::verify`]: its claims, and the claims as policies see
+/// them (converted once per token, not per request).
+#[derive(Debug)]
+pub struct Verified {
+    /// The verified claims.
+    pub claims: Arc<Claims>,
+    /// The same claims for policy scripts.
+    pub policy_claims: Arc<ClaimSet>,
+}
+
+/// Most verified tokens remembered. Only tokens that verified get in, so filling it takes
+/// valid logins; when full, expired entries go, and if that is not enough, all of them.
+const MAX_CACHED_TOKENS: usize = 4096;
+
+#[derive(Default)]
+struct VerifiedCache {
+    tokens: HashMap<Box<str>, Arc<Verified>>,
+    /// Bumped by every key-ring change: a verification that started before it is not kept.
+    generation: u64,
+}
+
+impl VerifiedCache {
+    fn get(&self, token: &str) -> Option<Arc<Verified>> {
+        self.tokens.get(token).cloned()
+    }
+
+    fn insert(&mut self, token: &str, verified: Arc<Verified>, generation: u64, expired_before: i64) {
+        if generation != self.generation {
+            return;
+        }
+        if self.tokens.len() >= MAX_CACHED_TOKENS {
+            self.tokens.retain(|_, v| v.claims.exp >= expired_before);
+            if self.tokens.len() >= MAX_CACHED_TOKENS {
+                self.tokens.clear();
+            }
+        }
+        self.tokens.insert(token.into(), verified);
+    }
+
+    fn invalidate(&mut self) {
+        self.generation = self.generation.wrapping_add(1);
+        self.tokens.clear();
+    }
 }
 
 impl TokenService {
@@ -126,6 +177,7 @@ impl TokenService {
             .collect();
         let service = Self {
             ring: ArcSwap::from_pointee(ring),
+            cache: RwLock::new(VerifiedCache::default()),
             validations,
             issuer: opts.issuer,
             audience: opts.audience,
@@ -150,6 +202,8 @@ impl TokenService {
     /// Replaces the key ring (after a rotation); tokens of keys still in the new ring keep working.
     pub fn set_ring(&self, ring: KeyRing) -> Result<(), AuthError> {
         let old = self.ring.swap(std::sync::Arc::new(ring));
+        // Tokens verified with the old ring must be checked again (their key may be gone).
+        self.cache.write().unwrap_or_else(PoisonError::into_inner).invalidate();
         if let Err(e) = self.self_test() {
             self.ring.store(old);
             return Err(e);
@@ -216,6 +270,39 @@ impl TokenService {
             )));
         }
         Ok((token, self.ttl))
+    }
+
+    /// [`verify`](Self::verify), remembering each token that passed, so that the next request
+    /// with the same token only checks that it has not expired since. Any key-ring change forgets
+    /// them all. Does not look at the user (revocation and user state are checked per request by
+    /// [`Authenticator`](super::Authenticator)).
+    pub fn verify_cached(&self, token: &str) -> Result<Arc<Verified>, AuthError> {
+        let now = now();
+        let leeway = self.leeway();
+        let hit = {
+            let cache = self.cache.read().unwrap_or_else(PoisonError::into_inner);
+            cache.get(token)
+        };
+        match hit {
+            // As jsonwebtoken decides: expired when `exp < now - leeway`. `nbf` and `iat` were
+            // in the past (within the leeway) when it was verified, and stay so.
+            Some(v) if v.claims.exp >= now.saturating_sub(leeway) => return Ok(v),
+            Some(_) | None => {}
+        }
+        let generation = self.cache.read().unwrap_or_else(PoisonError::into_inner).generation;
+        let claims = self.verify(token)?;
+        let verified = Arc::new(Verified {
+            policy_claims: Arc::new(ClaimSet::new(claims.to_json())),
+            claims: Arc::new(claims),
+        });
+        let mut cache = self.cache.write().unwrap_or_else(PoisonError::into_inner);
+        cache.insert(token, Arc::clone(&verified), generation, now.saturating_sub(leeway));
+        Ok(verified)
+    }
+
+    fn leeway(&self) -> i64 {
+        let leeway = self.validations.first().map_or(0, |(_, v)| v.leeway);
+        i64::try_from(leeway).unwrap_or(i64::MAX)
     }
 
     /// Verifies a token's form, key, signature and claims. Does not look at the user.

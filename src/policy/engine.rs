@@ -21,7 +21,8 @@ use std::{
 };
 
 use rhai::{
-    module_resolvers::ModuleResolver, Dynamic, Engine, EvalAltResult, Map, Module, Position, Scope, Shared, AST,
+    module_resolvers::ModuleResolver, Dynamic, Engine, EvalAltResult, ImmutableString, Map, Module, Position, Scope,
+    Shared, AST,
 };
 
 use super::{Decision, Diagnostic, Input, Limits, Outcome};
@@ -281,12 +282,13 @@ impl Sandbox {
     }
 
     fn evaluate_logged(&self, ast: &AST, file: &Path, version: &str, input: &Input, log: bool) -> Decision {
-        let result = scope_for(input).and_then(|mut scope| {
+        let mut scope = scope_for(input);
+        let result = {
             let _deadline = DeadlineGuard::set(self.timeout);
             self.engine
                 .eval_ast_with_scope::<Dynamic>(&mut scope, ast)
                 .map_err(|e| runtime_error(&e))
-        });
+        };
         let verdict = result.and_then(|value| interpret(value).map_err(|message| (0, 0, message)));
         match verdict {
             Ok((allow, reason)) => Decision {
@@ -323,37 +325,71 @@ impl Sandbox {
 
 type Located = (usize, usize, String);
 
+/// JSON as Rhai values, exactly as `rhai::serde::to_dynamic` makes them (numbers are integers
+/// when they fit an `i64`, else floats; `null` is `()`), without serde's indirection: this runs
+/// for every document a policy sees.
+pub(crate) fn json_to_dynamic(value: &serde_json::Value) -> Dynamic {
+    use serde_json::Value;
+    match value {
+        Value::Null => Dynamic::UNIT,
+        Value::Bool(b) => Dynamic::from_bool(*b),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => Dynamic::from_int(i),
+            None => Dynamic::from_float(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        Value::String(s) => Dynamic::from(ImmutableString::from(s.as_str())),
+        Value::Array(items) => Dynamic::from_array(items.iter().map(json_to_dynamic).collect()),
+        Value::Object(map) => Dynamic::from_map(
+            map.iter()
+                .map(|(k, v)| (k.as_str().into(), json_to_dynamic(v)))
+                .collect(),
+        ),
+    }
+}
+
 /// A fresh scope per evaluation (top-level `let`s would otherwise leak between requests).
-fn scope_for(input: &Input) -> Result<Scope<'static>, Located> {
-    let json =
-        |v: &serde_json::Value| rhai::serde::to_dynamic(v).map_err(|e| (0, 0, format!("cannot convert input: {e}")));
+fn scope_for(input: &Input) -> Scope<'static> {
     let res = &input.resource;
-    let extra = res.extra.map(json).transpose()?;
-    let mut resource: Map = extra.and_then(|d| d.try_cast()).unwrap_or_default();
-    resource.insert("kind".into(), Dynamic::from(res.kind.to_owned()));
+    let mut resource: Map = res
+        .extra
+        .map(json_to_dynamic)
+        .and_then(|d| d.try_cast())
+        .unwrap_or_default();
+    resource.insert("kind".into(), str_value(res.kind));
     resource.insert("id".into(), opt_str(res.id));
     resource.insert("owner".into(), opt_str(res.owner));
-    resource.insert("data".into(), json(res.data)?);
-    resource.insert("old".into(), res.old.map(json).transpose()?.unwrap_or(Dynamic::UNIT));
-    let mut request = Map::new();
-    request.insert("method".into(), Dynamic::from(input.request.method.to_owned()));
-    request.insert("path".into(), Dynamic::from(input.request.path.to_owned()));
-    request.insert("time".into(), Dynamic::from(input.request.time));
-    request.insert("ip".into(), opt_str(input.request.ip));
+    resource.insert("data".into(), json_to_dynamic(res.data));
+    resource.insert("old".into(), res.old.map_or(Dynamic::UNIT, json_to_dynamic));
     let mut headers = Map::new();
     for (name, value) in input.request.headers {
         if !HIDDEN_HEADERS.iter().any(|h| name.eq_ignore_ascii_case(h)) {
-            headers.insert(name.to_ascii_lowercase().into(), Dynamic::from((*value).to_owned()));
+            // `http` keeps header names in lower case already; test files may not.
+            let key = if name.bytes().any(|b| b.is_ascii_uppercase()) {
+                name.to_ascii_lowercase().into()
+            } else {
+                (*name).into()
+            };
+            headers.insert(key, str_value(value));
         }
     }
-    request.insert("headers".into(), Dynamic::from_map(headers));
+    let request = Map::from([
+        ("method".into(), str_value(input.request.method)),
+        ("path".into(), str_value(input.request.path)),
+        ("time".into(), Dynamic::from_int(input.request.time)),
+        ("ip".into(), opt_str(input.request.ip)),
+        ("headers".into(), Dynamic::from_map(headers)),
+    ]);
 
-    let mut scope = Scope::new();
-    scope.push_constant_dynamic("claims", json(input.claims)?);
-    scope.push_constant("action", input.action.to_owned());
-    scope.push_constant("resource", resource);
-    scope.push_constant("request", request);
-    Ok(scope)
+    let mut scope = Scope::with_capacity(INPUTS.len());
+    scope.push_constant_dynamic("claims", input.claims.script().clone());
+    scope.push_constant_dynamic("action", str_value(input.action));
+    scope.push_constant_dynamic("resource", Dynamic::from_map(resource));
+    scope.push_constant_dynamic("request", Dynamic::from_map(request));
+    scope
+}
+
+fn str_value(s: &str) -> Dynamic {
+    Dynamic::from(ImmutableString::from(s))
 }
 
 /// A compile error as a diagnostic. Errors from resolving an import carry no position: point at
@@ -386,7 +422,7 @@ fn compile_diagnostic(file: &Path, source: &str, err: &EvalAltResult) -> Diagnos
 }
 
 fn opt_str(v: Option<&str>) -> Dynamic {
-    v.map_or(Dynamic::UNIT, |s| Dynamic::from(s.to_owned()))
+    v.map_or(Dynamic::UNIT, str_value)
 }
 
 /// `true` / `false` / `#{allow: bool, reason: string}`; anything else is an error.

@@ -79,11 +79,52 @@ impl Default for Limits {
     }
 }
 
+/// A caller's claims as policies see them: the JSON object (for the decision log and replay)
+/// and the script's `claims` map, converted once (per verified token, in the server) and cloned
+/// cheaply for each evaluation.
+#[derive(Debug, Clone)]
+pub struct ClaimSet {
+    json: serde_json::Value,
+    encoded: Box<serde_json::value::RawValue>,
+    script: rhai::Dynamic,
+}
+
+impl ClaimSet {
+    /// Converts `json` (normally an object) for scripts.
+    pub fn new(json: serde_json::Value) -> Self {
+        let script = engine::json_to_dynamic(&json);
+        let encoded =
+            serde_json::value::to_raw_value(&json).unwrap_or_else(|_| serde_json::value::RawValue::NULL.to_owned());
+        Self { json, encoded, script }
+    }
+
+    /// The claims as JSON.
+    pub fn json(&self) -> &serde_json::Value {
+        &self.json
+    }
+
+    /// The claims encoded as JSON text (once: every decision record carries them).
+    pub fn encoded(&self) -> &serde_json::value::RawValue {
+        &self.encoded
+    }
+
+    /// The script's `claims` value.
+    pub(crate) fn script(&self) -> &rhai::Dynamic {
+        &self.script
+    }
+}
+
+impl From<serde_json::Value> for ClaimSet {
+    fn from(json: serde_json::Value) -> Self {
+        Self::new(json)
+    }
+}
+
 /// Input to one decision. Plain data, no HTTP types.
 #[derive(Debug, Clone, Copy)]
 pub struct Input<'a> {
     /// The verified token claims (a JSON object); the script's `claims`.
-    pub claims: &'a serde_json::Value,
+    pub claims: &'a ClaimSet,
     /// What the caller wants to do; the script's `action`: a resource [`Action`](crate::model::Action) name, or a
     /// system or plugin action such as `"evaluate"`.
     pub action: &'a str,
@@ -263,8 +304,8 @@ pub enum PolicyError {
 #[cfg(test)]
 pub(crate) fn sample_input() -> Input<'static> {
     use std::sync::LazyLock;
-    static CLAIMS: LazyLock<serde_json::Value> =
-        LazyLock::new(|| serde_json::json!({"sub": "ann", "roles": ["user"], "exp": 1}));
+    static CLAIMS: LazyLock<ClaimSet> =
+        LazyLock::new(|| ClaimSet::new(serde_json::json!({"sub": "ann", "roles": ["user"], "exp": 1})));
     static DATA: LazyLock<serde_json::Value> = LazyLock::new(|| serde_json::json!({"title": "hi", "tags": ["a", "b"]}));
     Input {
         claims: &CLAIMS,

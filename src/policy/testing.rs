@@ -262,8 +262,9 @@ pub(crate) fn with_input<T>(case: &TestCase, name: &str, f: impl FnOnce(&Input) 
             .map_or(DEFAULT_TEST_TIME, time::OffsetDateTime::unix_timestamp),
     };
     let headers: Vec<(&str, &str)> = req.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let claims = super::ClaimSet::new(case.claims.clone());
     let input = Input {
-        claims: &case.claims,
+        claims: &claims,
         action: &case.action,
         resource: ResourceInput {
             kind,

@@ -189,6 +189,19 @@ impl Store for SledStore {
             .await
     }
 
+    async fn insert_docs(&self, docs: &[Document]) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for doc in docs {
+            let key = doc_key(&doc.kind, &doc.id);
+            if self.docs.contains_key(&key).map_err(backend)? {
+                return Err(StoreError::Conflict);
+            }
+            batch.insert(key, encode(doc)?);
+        }
+        self.docs.apply_batch(batch).map_err(backend)?;
+        self.durable().await
+    }
+
     async fn update_doc(&self, old: &Document, new: &Document) -> Result<(), StoreError> {
         let key = doc_key(&old.kind, &old.id);
         let current = self.docs.get(&key).map_err(backend)?.ok_or(StoreError::Conflict)?;
@@ -374,6 +387,26 @@ mod tests {
             s.insert_doc(&doc("notes", "a1")).await,
             Err(StoreError::Conflict)
         ));
+    }
+
+    #[tokio::test]
+    async fn bulk_inserts_are_all_or_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        s.insert_docs(&[doc("notes", "a1"), doc("notes", "a2")]).await.unwrap();
+        assert!(matches!(
+            s.insert_docs(&[doc("notes", "a3"), doc("notes", "a2")]).await,
+            Err(StoreError::Conflict)
+        ));
+        let kind = Kind::parse("notes").unwrap();
+        let ids: Vec<String> = s
+            .list_docs(&kind, None, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|d| d.id.to_string())
+            .collect();
+        assert_eq!(ids, ["a1", "a2"], "a3 must not be added when a2 conflicts");
     }
 
     #[tokio::test]
