@@ -108,7 +108,7 @@ impl Authenticator {
             Username::parse(&claims.sub).map_err(|_| AuthError::InvalidToken("token subject is not a user".into()))?;
         let user = self
             .store
-            .get_user(&username)
+            .get_user_shared(&username)
             .await?
             .ok_or_else(|| AuthError::InvalidToken("the token's user no longer exists".into()))?;
         if user.disabled {

@@ -126,6 +126,12 @@ pub enum StoreError {
 pub trait Store: Send + Sync + 'static {
     /// One user, if present.
     async fn get_user(&self, name: &Username) -> Result<Option<UserRecord>, StoreError>;
+    /// As [`get_user`](Self::get_user), shared: what authentication reads on every request.
+    /// The default decodes through `get_user`; a backend may keep decoded records, as long as
+    /// its own user writes are seen at once.
+    async fn get_user_shared(&self, name: &Username) -> Result<Option<std::sync::Arc<UserRecord>>, StoreError> {
+        Ok(self.get_user(name).await?.map(std::sync::Arc::new))
+    }
     /// Users in name order, after the given name, at most `limit`.
     async fn list_users(&self, after: Option<&Username>, limit: usize) -> Result<Vec<UserRecord>, StoreError>;
     /// Whether any user exists.

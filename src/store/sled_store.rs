@@ -5,8 +5,10 @@
 //! once and shared; a second process gets [`StoreError::Locked`].
 
 use std::{
+    collections::HashMap,
     ops::Bound,
     path::{Path, PathBuf},
+    sync::{Arc, PoisonError, RwLock},
 };
 
 use async_trait::async_trait;
@@ -28,6 +30,45 @@ pub struct SledStore {
     revoked_families: sled::Tree,
     /// jti -> expires_at (i64 big-endian)
     revoked_jti: sled::Tree,
+    /// Decoded users, for [`Store::get_user_shared`] (every authenticated request reads one).
+    user_cache: Arc<RwLock<UserCache>>,
+}
+
+/// Most users kept decoded; when full, the cache starts over.
+const MAX_CACHED_USERS: usize = 16 * 1024;
+
+/// Users as last read, kept right by this handle's own writes: sled lets one process open the
+/// database, and every user write goes through [`SledStore`]. A read that started before a write
+/// to the same user is not cached (the generation moved on).
+#[derive(Debug, Default)]
+struct UserCache {
+    users: HashMap<Box<str>, Arc<UserRecord>>,
+    generation: u64,
+}
+
+impl SledStore {
+    fn cached_user(&self, name: &Username) -> (Option<Arc<UserRecord>>, u64) {
+        let cache = self.user_cache.read().unwrap_or_else(PoisonError::into_inner);
+        (cache.users.get(name.as_str()).cloned(), cache.generation)
+    }
+
+    fn cache_user(&self, user: &Arc<UserRecord>, generation: u64) {
+        let mut cache = self.user_cache.write().unwrap_or_else(PoisonError::into_inner);
+        if cache.generation != generation {
+            return;
+        }
+        if cache.users.len() >= MAX_CACHED_USERS {
+            cache.users.clear();
+        }
+        cache.users.insert(user.username.as_str().into(), Arc::clone(user));
+    }
+
+    /// Called after every write to a user, whether or not it succeeded.
+    fn forget_user(&self, name: &Username) {
+        let mut cache = self.user_cache.write().unwrap_or_else(PoisonError::into_inner);
+        cache.generation = cache.generation.wrapping_add(1);
+        cache.users.remove(name.as_str());
+    }
 }
 
 fn backend(e: sled::Error) -> StoreError {
@@ -76,6 +117,7 @@ impl SledStore {
             refresh,
             revoked_families,
             revoked_jti,
+            user_cache: Arc::default(),
         })
     }
 
@@ -117,6 +159,19 @@ impl Store for SledStore {
             .transpose()
     }
 
+    async fn get_user_shared(&self, name: &Username) -> Result<Option<Arc<UserRecord>>, StoreError> {
+        let (hit, generation) = self.cached_user(name);
+        if hit.is_some() {
+            return Ok(hit);
+        }
+        let Some(user) = self.get_user(name).await? else {
+            return Ok(None);
+        };
+        let user = Arc::new(user);
+        self.cache_user(&user, generation);
+        Ok(Some(user))
+    }
+
     async fn list_users(&self, after: Option<&Username>, limit: usize) -> Result<Vec<UserRecord>, StoreError> {
         let start = match after {
             Some(a) => Bound::Excluded(a.as_str().as_bytes().to_vec()),
@@ -136,8 +191,11 @@ impl Store for SledStore {
 
     async fn create_user(&self, user: &UserRecord) -> Result<(), StoreError> {
         let bytes = encode(user)?;
-        self.cas(&self.users, user.username.as_str().as_bytes(), None, Some(bytes))
-            .await
+        let result = self
+            .cas(&self.users, user.username.as_str().as_bytes(), None, Some(bytes))
+            .await;
+        self.forget_user(&user.username);
+        result
     }
 
     async fn update_user(&self, old: &UserRecord, new: &UserRecord) -> Result<(), StoreError> {
@@ -147,12 +205,17 @@ impl Store for SledStore {
         if encode(&stored)? != encode(old)? {
             return Err(StoreError::Conflict);
         }
-        self.cas(&self.users, key, Some(current.to_vec()), Some(encode(new)?))
-            .await
+        let result = self
+            .cas(&self.users, key, Some(current.to_vec()), Some(encode(new)?))
+            .await;
+        self.forget_user(&old.username);
+        result
     }
 
     async fn delete_user(&self, name: &Username) -> Result<bool, StoreError> {
-        let removed = self.users.remove(name.as_str().as_bytes()).map_err(backend)?.is_some();
+        let removed = self.users.remove(name.as_str().as_bytes()).map_err(backend);
+        self.forget_user(name);
+        let removed = removed?.is_some();
         self.durable().await?;
         Ok(removed)
     }
@@ -356,6 +419,47 @@ mod tests {
             created_at: "t".into(),
             updated_at: "t".into(),
         }
+    }
+
+    #[tokio::test]
+    async fn shared_users_see_every_write_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        let ann = Username::parse("ann").unwrap();
+        assert!(s.get_user_shared(&ann).await.unwrap().is_none());
+        let v1 = UserRecord::new(ann.clone(), "h".into(), vec![], "t".into());
+        s.create_user(&v1).await.unwrap();
+        assert_eq!(
+            s.get_user_shared(&ann).await.unwrap().unwrap().token_version,
+            v1.token_version,
+            "absence is not cached"
+        );
+        // A clone of the handle shares the cache and sees the other's writes.
+        let other = s.clone();
+        let v2 = UserRecord {
+            disabled: true,
+            token_version: crate::store::new_token_version(),
+            ..v1.clone()
+        };
+        other.update_user(&v1, &v2).await.unwrap();
+        assert_eq!(
+            s.get_user_shared(&ann).await.unwrap().unwrap().token_version,
+            v2.token_version
+        );
+        // A failed write (stale `old`) changes nothing.
+        assert!(matches!(other.update_user(&v1, &v1).await, Err(StoreError::Conflict)));
+        assert_eq!(
+            s.get_user_shared(&ann).await.unwrap().unwrap().token_version,
+            v2.token_version
+        );
+        assert!(other.delete_user(&ann).await.unwrap());
+        assert!(s.get_user_shared(&ann).await.unwrap().is_none());
+        let v3 = UserRecord::new(ann.clone(), "h3".into(), vec![], "t".into());
+        other.create_user(&v3).await.unwrap();
+        assert_eq!(
+            s.get_user_shared(&ann).await.unwrap().unwrap().token_version,
+            v3.token_version
+        );
     }
 
     #[tokio::test]
