@@ -220,7 +220,7 @@ scenario_reload() {
   kill "$pid" 2>/dev/null || true
   python3 - "$OUT" <<'EOF'
 import re, sys
-all_lines = list(open(sys.argv[1]))
+all_lines = [l.rstrip("\n") for l in open(sys.argv[1])]
 lines = [l for l in all_lines if l.startswith("scenario=reload ")]
 kv = dict(re.findall(r"(\w+)=([^ ]+)", lines[-1]))
 stat = dict(re.findall(r"(\w+)=([^ ]+)", [l for l in all_lines if l.startswith("rewrites=")][-1]))

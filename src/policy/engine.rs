@@ -347,19 +347,47 @@ pub(crate) fn json_to_dynamic(value: &serde_json::Value) -> Dynamic {
     }
 }
 
+/// `resource` without extra entries and `request`, with every value `()`: cloning a template
+/// and filling its values in key order is cheaper than building the maps key by key, and this
+/// runs for every decision.
+static RESOURCE_TEMPLATE: std::sync::LazyLock<Map> =
+    std::sync::LazyLock::new(|| RESOURCE_KEYS.iter().map(|k| ((*k).into(), Dynamic::UNIT)).collect());
+static REQUEST_TEMPLATE: std::sync::LazyLock<Map> =
+    std::sync::LazyLock::new(|| REQUEST_KEYS.iter().map(|k| ((*k).into(), Dynamic::UNIT)).collect());
+/// The keys of the templates, in the maps' (sorted) order.
+const RESOURCE_KEYS: [&str; 5] = ["data", "id", "kind", "old", "owner"];
+const REQUEST_KEYS: [&str; 5] = ["headers", "ip", "method", "path", "time"];
+
+/// Fills a clone of `template` (whose keys are `keys`, sorted) with `values` in that order.
+fn from_template(template: &Map, keys: &[&str; 5], values: [Dynamic; 5]) -> Map {
+    let mut map = template.clone();
+    for ((key, slot), (expected, value)) in map.iter_mut().zip(keys.iter().zip(values)) {
+        debug_assert_eq!(key.as_str(), *expected);
+        *slot = value;
+    }
+    map
+}
+
 /// A fresh scope per evaluation (top-level `let`s would otherwise leak between requests).
 fn scope_for(input: &Input) -> Scope<'static> {
     let res = &input.resource;
-    let mut resource: Map = res
-        .extra
-        .map(json_to_dynamic)
-        .and_then(|d| d.try_cast())
-        .unwrap_or_default();
-    resource.insert("kind".into(), str_value(res.kind));
-    resource.insert("id".into(), opt_str(res.id));
-    resource.insert("owner".into(), opt_str(res.owner));
-    resource.insert("data".into(), json_to_dynamic(res.data));
-    resource.insert("old".into(), res.old.map_or(Dynamic::UNIT, json_to_dynamic));
+    let data = json_to_dynamic(res.data);
+    let old = res.old.map_or(Dynamic::UNIT, json_to_dynamic);
+    let resource = match res.extra.map(json_to_dynamic).and_then(|d| d.try_cast::<Map>()) {
+        None => from_template(
+            &RESOURCE_TEMPLATE,
+            &RESOURCE_KEYS,
+            [data, opt_str(res.id), str_value(res.kind), old, opt_str(res.owner)],
+        ),
+        Some(mut resource) => {
+            resource.insert("kind".into(), str_value(res.kind));
+            resource.insert("id".into(), opt_str(res.id));
+            resource.insert("owner".into(), opt_str(res.owner));
+            resource.insert("data".into(), data);
+            resource.insert("old".into(), old);
+            resource
+        }
+    };
     let mut headers = Map::new();
     for (name, value) in input.request.headers {
         if !HIDDEN_HEADERS.iter().any(|h| name.eq_ignore_ascii_case(h)) {
@@ -372,13 +400,17 @@ fn scope_for(input: &Input) -> Scope<'static> {
             headers.insert(key, str_value(value));
         }
     }
-    let request = Map::from([
-        ("method".into(), str_value(input.request.method)),
-        ("path".into(), str_value(input.request.path)),
-        ("time".into(), Dynamic::from_int(input.request.time)),
-        ("ip".into(), opt_str(input.request.ip)),
-        ("headers".into(), Dynamic::from_map(headers)),
-    ]);
+    let request = from_template(
+        &REQUEST_TEMPLATE,
+        &REQUEST_KEYS,
+        [
+            Dynamic::from_map(headers),
+            opt_str(input.request.ip),
+            str_value(input.request.method),
+            str_value(input.request.path),
+            Dynamic::from_int(input.request.time),
+        ],
+    );
 
     let mut scope = Scope::with_capacity(INPUTS.len());
     scope.push_constant_dynamic("claims", input.claims.script().clone());
@@ -537,6 +569,19 @@ mod tests {
 
     fn run(src: &str) -> Decision {
         run_with(&Limits::default(), src, &sample_input()).expect("compiles")
+    }
+
+    #[test]
+    fn templates_list_their_keys_in_map_order() {
+        let keys = |m: &Map| m.keys().map(|k| k.to_string()).collect::<Vec<_>>();
+        assert_eq!(keys(&RESOURCE_TEMPLATE), RESOURCE_KEYS);
+        assert_eq!(keys(&REQUEST_TEMPLATE), REQUEST_KEYS);
+        // And the values land under the right names.
+        let d = run(
+            r#"resource.kind == "notes" && resource.id != () && request.method == "GET"
+            && type_of(request.time) == "i64" && type_of(request.headers) == "map" && resource.old == ()"#,
+        );
+        assert!(d.allow, "{d:?}");
     }
 
     /// Asserts a fail-closed error decision and returns its internal diagnostic.
