@@ -65,22 +65,6 @@ impl std::fmt::Debug for Hasher {
     }
 }
 
-/// Nice value of the hashing threads: when the CPU is contended, the scheduler runs request
-/// threads first, so that a flood of logins (19 MiB and ~15 ms of CPU each) slows logins down
-/// rather than every guarded request. Logins still get about a tenth of a busy core.
-const HASHING_NICE: i32 = 19;
-
-/// Gives the calling thread [`HASHING_NICE`] (Linux: the nice value is per thread). Best effort.
-fn lower_priority() {
-    #[cfg(target_os = "linux")]
-    {
-        let tid = rustix::thread::gettid();
-        if let Err(e) = rustix::process::setpriority_process(Some(tid), HASHING_NICE) {
-            tracing::debug!(error = %e, "cannot lower the hashing thread's priority");
-        }
-    }
-}
-
 impl Hasher {
     /// A hasher with `concurrency` worker threads (at least one). The threads end when the last
     /// clone of the hasher is dropped.
@@ -91,17 +75,14 @@ impl Hasher {
             let rx = rx.clone();
             std::thread::Builder::new()
                 .name(format!("gatehouse-argon2-{i}"))
-                .spawn(move || {
-                    lower_priority();
-                    loop {
-                        let job = match rx.lock() {
-                            Ok(guard) => guard.recv(),
-                            Err(_) => return,
-                        };
-                        match job {
-                            Ok(job) => job(),
-                            Err(_) => return,
-                        }
+                .spawn(move || loop {
+                    let job = match rx.lock() {
+                        Ok(guard) => guard.recv(),
+                        Err(_) => return,
+                    };
+                    match job {
+                        Ok(job) => job(),
+                        Err(_) => return,
                     }
                 })
                 .map_err(|e| AuthError::Internal(format!("cannot start hashing threads: {e}")))?;
