@@ -206,6 +206,8 @@ impl TokenService {
         self.cache.write().unwrap_or_else(PoisonError::into_inner).invalidate();
         if let Err(e) = self.self_test() {
             self.ring.store(old);
+            // Nothing verified with the refused ring may stay.
+            self.cache.write().unwrap_or_else(PoisonError::into_inner).invalidate();
             return Err(e);
         }
         Ok(())
@@ -277,6 +279,10 @@ impl TokenService {
     /// them all. Does not look at the user (revocation and user state are checked per request by
     /// [`Authenticator`](super::Authenticator)).
     pub fn verify_cached(&self, token: &str) -> Result<Arc<Verified>, AuthError> {
+        if token.len() > MAX_TOKEN_BYTES {
+            // Refused unread, as `verify` does, and without hashing it for the cache.
+            return Err(AuthError::InvalidToken("token is too large".into()));
+        }
         let now = now();
         let leeway = self.leeway();
         let hit = {

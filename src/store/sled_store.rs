@@ -63,7 +63,8 @@ impl SledStore {
         cache.users.insert(user.username.as_str().into(), Arc::clone(user));
     }
 
-    /// Called after every write to a user, whether or not it succeeded.
+    /// Called right after every write to a user, whether or not it succeeded, before anything
+    /// is awaited.
     fn forget_user(&self, name: &Username) {
         let mut cache = self.user_cache.write().unwrap_or_else(PoisonError::into_inner);
         cache.generation = cache.generation.wrapping_add(1);
@@ -141,10 +142,25 @@ impl SledStore {
         old: Option<Vec<u8>>,
         new: Option<Vec<u8>>,
     ) -> Result<(), StoreError> {
-        match tree.compare_and_swap(key, old, new).map_err(backend)? {
-            Ok(()) => self.durable().await,
-            Err(_) => Err(StoreError::Conflict),
-        }
+        swap(tree, key, old, new)?;
+        self.durable().await
+    }
+
+    /// A compare-and-swap on the users tree. The cached user is dropped at once, before the
+    /// flush is awaited: a request dropped during the flush must not leave it stale.
+    async fn cas_user(&self, name: &Username, old: Option<Vec<u8>>, new: Option<Vec<u8>>) -> Result<(), StoreError> {
+        let swapped = swap(&self.users, name.as_str().as_bytes(), old, new);
+        self.forget_user(name);
+        swapped?;
+        self.durable().await
+    }
+}
+
+/// Compare-and-swap `old` for `new` in memory; [`StoreError::Conflict`] when `old` is stale.
+fn swap(tree: &sled::Tree, key: &[u8], old: Option<Vec<u8>>, new: Option<Vec<u8>>) -> Result<(), StoreError> {
+    match tree.compare_and_swap(key, old, new).map_err(backend)? {
+        Ok(()) => Ok(()),
+        Err(_) => Err(StoreError::Conflict),
     }
 }
 
@@ -191,11 +207,7 @@ impl Store for SledStore {
 
     async fn create_user(&self, user: &UserRecord) -> Result<(), StoreError> {
         let bytes = encode(user)?;
-        let result = self
-            .cas(&self.users, user.username.as_str().as_bytes(), None, Some(bytes))
-            .await;
-        self.forget_user(&user.username);
-        result
+        self.cas_user(&user.username, None, Some(bytes)).await
     }
 
     async fn update_user(&self, old: &UserRecord, new: &UserRecord) -> Result<(), StoreError> {
@@ -205,11 +217,8 @@ impl Store for SledStore {
         if encode(&stored)? != encode(old)? {
             return Err(StoreError::Conflict);
         }
-        let result = self
-            .cas(&self.users, key, Some(current.to_vec()), Some(encode(new)?))
-            .await;
-        self.forget_user(&old.username);
-        result
+        self.cas_user(&old.username, Some(current.to_vec()), Some(encode(new)?))
+            .await
     }
 
     async fn delete_user(&self, name: &Username) -> Result<bool, StoreError> {
@@ -459,6 +468,33 @@ mod tests {
         assert_eq!(
             s.get_user_shared(&ann).await.unwrap().unwrap().token_version,
             v3.token_version
+        );
+    }
+
+    #[tokio::test]
+    async fn a_user_write_dropped_during_its_flush_leaves_no_stale_user() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        let ann = Username::parse("ann").unwrap();
+        let v1 = UserRecord::new(ann.clone(), "h".into(), vec![], "t".into());
+        s.create_user(&v1).await.unwrap();
+        assert!(s.get_user_shared(&ann).await.unwrap().is_some(), "now cached");
+        let v2 = UserRecord {
+            disabled: true,
+            token_version: crate::store::new_token_version(),
+            ..v1.clone()
+        };
+        // Polled once, then dropped while it waits for the flush (as when a client goes away).
+        let mut update = s.update_user(&v1, &v2);
+        let polled = update
+            .as_mut()
+            .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()));
+        assert!(polled.is_pending(), "the update waits for its flush");
+        drop(update);
+        let seen = s.get_user_shared(&ann).await.unwrap().unwrap();
+        assert!(
+            seen.disabled,
+            "the write is in sled, so the cache must not hold the old user"
         );
     }
 
