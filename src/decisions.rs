@@ -277,12 +277,15 @@ impl DecisionLog {
                     fs::create_dir_all(dir)?;
                 }
                 let file = open_append(path)?;
+                let meta = file.metadata()?;
                 let shared = std::sync::Arc::new(Shared::default());
                 let writer = Writer {
                     path: path.clone(),
-                    size: file.metadata().map(|m| m.len()).unwrap_or(0),
+                    size: meta.len(),
                     out: BufWriter::new(file),
-                    max_bytes: config.max_bytes,
+                    // Only a regular file is rotated: renaming `/dev/null`, a pipe or a socket
+                    // away (and creating a plain file in its place) would break it for everyone.
+                    max_bytes: if meta.is_file() { config.max_bytes } else { u64::MAX },
                     keep: config.keep,
                 };
                 let handle = std::thread::Builder::new().name("decision-log".into()).spawn({
@@ -511,6 +514,11 @@ impl Writer {
     /// `decisions.jsonl` → `.1` → `.2` … (the oldest beyond `keep` is removed).
     fn rotate(&mut self) -> io::Result<()> {
         self.out.flush()?;
+        if !fs::metadata(&self.path)?.is_file() {
+            // Replaced by something else since it was opened: leave it alone, keep appending.
+            self.max_bytes = u64::MAX;
+            return Ok(());
+        }
         if self.keep == 0 {
             fs::remove_file(&self.path)?;
         } else {
@@ -700,6 +708,45 @@ mod tests {
         let (all, bad) = read_last(&path, "notes", 10).unwrap();
         assert_eq!(bad, 0);
         assert_eq!(all, [lean, full]);
+    }
+
+    /// `decision_log = "/dev/null"` once made the server rename `/dev/null` away. A FIFO stands in
+    /// for it here (renaming the real one would break the machine).
+    #[cfg(unix)]
+    #[test]
+    fn only_regular_files_are_rotated() {
+        use std::os::unix::fs::FileTypeExt;
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("decisions.fifo");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        if !made.is_ok_and(|s| s.success()) {
+            eprintln!("mkfifo unavailable; skipped");
+            return;
+        }
+        let reader = std::thread::spawn({
+            let fifo = fifo.clone();
+            move || {
+                let mut all = Vec::new();
+                std::io::Read::read_to_end(&mut fs::File::open(fifo).unwrap(), &mut all).unwrap();
+                all.len()
+            }
+        });
+        let log = DecisionLog::open(LogConfig {
+            path: Some(fifo.clone()),
+            max_bytes: 1024,
+            keep: 2,
+            tracing: false,
+            with_data: false,
+        })
+        .unwrap();
+        for i in 0..40 {
+            write(&log, &record(i, "notes"));
+        }
+        log.close();
+        let read = reader.join().unwrap();
+        assert!(read > 4 * 1024, "everything went through the FIFO: {read} bytes");
+        assert!(fs::metadata(&fifo).unwrap().file_type().is_fifo(), "still the FIFO");
+        assert!(!rotated(&fifo, 1).exists(), "never renamed");
     }
 
     #[test]
