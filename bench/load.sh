@@ -28,6 +28,12 @@ DUR=${DUR:-10} RUNS=${RUNS:-3} WARM=${WARM:-3} CONNS=${CONNS:-64} THREADS=${THRE
 WORK=${WORK:-$ROOT/target/bench}
 PEERS=${PEERS:-$ROOT/../shared/peers}
 SCALE_USERS=${SCALE_USERS:-100000} SCALE_DOCS=${SCALE_DOCS:-1000000}
+for v in DUR RUNS WARM CONNS THREADS SCALE_USERS SCALE_DOCS; do
+  [[ "${!v}" =~ ^[1-9][0-9]*$ ]] || { echo "load.sh: $v must be a positive whole number, not '${!v}'" >&2; exit 1; }
+done
+for s in "$@"; do
+  case "$s" in peers|token-flood|reload|scale|memory) ;; *) echo "load.sh: unknown scenario $s (peers token-flood reload scale memory)" >&2; exit 1 ;; esac
+done
 mkdir -p "$WORK"
 OUT=${OUT:-$WORK/results-$(date -u +%Y%m%dT%H%M%SZ).txt}
 SCENARIOS=("$@"); [ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(peers token-flood reload scale memory)

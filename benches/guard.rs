@@ -1,5 +1,5 @@
 //! Criterion benchmarks of what every guarded request pays for: token verification, policy
-//! evaluation (three policies of rising size, `benches/policies/`), and the whole guarded
+//! evaluation (four policies of rising size, and the shipped `policies/notes.rhai`, `benches/policies/`), and the whole guarded
 //! `GET /resources/notes/{id}` in process (routing, middleware, token, user lookup, revocation
 //! check, policy, decision log, store read, JSON answer), without the network.
 //!
@@ -100,6 +100,44 @@ fn policy_evaluation(c: &mut Criterion) {
             })
         });
     }
+    // The shipped notes policy (what the guarded request of `bench/load.sh` runs).
+    let shipped = PolicyEngine::new(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"),
+        Limits::default(),
+    );
+    let report = shipped.reload();
+    assert!(
+        report.failed.is_empty(),
+        "shipped policies must load: {:?}",
+        report.failed
+    );
+    let shipped = shipped.snapshot();
+    group.bench_function("shipped_notes", |b| {
+        b.iter(|| {
+            let input = Input {
+                claims: &claims,
+                action: "read",
+                resource: ResourceInput {
+                    kind: "notes",
+                    id: Some("019a7c2e-3b1f-7cc0-9a51-2f0c6b7d8e90"),
+                    owner: Some("alice"),
+                    data: &data,
+                    old: None,
+                    extra: None,
+                },
+                request: RequestInput {
+                    method: "GET",
+                    path: "/resources/notes/019a7c2e-3b1f-7cc0-9a51-2f0c6b7d8e90",
+                    time: 1_796_371_200,
+                    ip: Some("127.0.0.1"),
+                    headers: &headers,
+                },
+            };
+            let d = shipped.evaluate("notes", black_box(&input)).expect("loaded");
+            assert!(d.allow, "notes: {d:?}");
+            d
+        })
+    });
     group.finish();
 }
 
