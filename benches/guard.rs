@@ -53,16 +53,18 @@ fn token_verification(c: &mut Criterion) {
     });
 }
 
-fn policy_evaluation(c: &mut Criterion) {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/policies");
-    let engine = PolicyEngine::new(&dir, Limits::default());
+/// Every policy in `dir`, loaded (and tested) as the server loads them.
+fn loaded(dir: &str) -> std::sync::Arc<gatehouse::policy::PolicySet> {
+    let engine = PolicyEngine::new(Path::new(env!("CARGO_MANIFEST_DIR")).join(dir), Limits::default());
     let report = engine.reload();
-    assert!(
-        report.failed.is_empty(),
-        "bench policies must compile: {:?}",
-        report.failed
-    );
-    let set = engine.snapshot();
+    assert!(report.failed.is_empty(), "{dir} must load: {:?}", report.failed);
+    engine.snapshot()
+}
+
+fn policy_evaluation(c: &mut Criterion) {
+    let bench = loaded("benches/policies");
+    // The shipped notes policy is what the guarded request of `bench/load.sh` runs.
+    let shipped = loaded("policies");
     // What the server passes for alice reading her own document: her token's claims as JSON.
     let tokens = token_service();
     let (token, _) = tokens.issue(&user("alice", &["user", "staff"])).expect("issue");
@@ -70,8 +72,15 @@ fn policy_evaluation(c: &mut Criterion) {
     let data = serde_json::json!({"title": "groceries", "items": ["milk", "eggs"], "tenant": "example.org"});
     let headers = [("host", "127.0.0.1:8080"), ("user-agent", "bench"), ("accept", "*/*")];
     let mut group = c.benchmark_group("policy");
-    for name in ["trivial", "role_check", "owner_check", "realistic"] {
-        group.bench_function(name, |b| {
+    let cases = [
+        ("trivial", &bench, "trivial"),
+        ("role_check", &bench, "role_check"),
+        ("owner_check", &bench, "owner_check"),
+        ("realistic", &bench, "realistic"),
+        ("shipped_notes", &shipped, "notes"),
+    ];
+    for (label, set, name) in cases {
+        group.bench_function(label, |b| {
             b.iter(|| {
                 // Per request: the evaluation, which builds the script's scope (the claims are
                 // converted once per token, as the server does).
@@ -95,49 +104,11 @@ fn policy_evaluation(c: &mut Criterion) {
                     },
                 };
                 let d = set.evaluate(name, black_box(&input)).expect("loaded");
-                assert!(d.allow, "{name}: {d:?}");
+                assert!(d.allow, "{label}: {d:?}");
                 d
             })
         });
     }
-    // The shipped notes policy (what the guarded request of `bench/load.sh` runs).
-    let shipped = PolicyEngine::new(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"),
-        Limits::default(),
-    );
-    let report = shipped.reload();
-    assert!(
-        report.failed.is_empty(),
-        "shipped policies must load: {:?}",
-        report.failed
-    );
-    let shipped = shipped.snapshot();
-    group.bench_function("shipped_notes", |b| {
-        b.iter(|| {
-            let input = Input {
-                claims: &claims,
-                action: "read",
-                resource: ResourceInput {
-                    kind: "notes",
-                    id: Some("019a7c2e-3b1f-7cc0-9a51-2f0c6b7d8e90"),
-                    owner: Some("alice"),
-                    data: &data,
-                    old: None,
-                    extra: None,
-                },
-                request: RequestInput {
-                    method: "GET",
-                    path: "/resources/notes/019a7c2e-3b1f-7cc0-9a51-2f0c6b7d8e90",
-                    time: 1_796_371_200,
-                    ip: Some("127.0.0.1"),
-                    headers: &headers,
-                },
-            };
-            let d = shipped.evaluate("notes", black_box(&input)).expect("loaded");
-            assert!(d.allow, "notes: {d:?}");
-            d
-        })
-    });
     group.finish();
 }
 

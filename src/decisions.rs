@@ -596,6 +596,18 @@ pub fn read_last(path: &Path, policy: &str, n: usize) -> io::Result<(Vec<Decisio
 mod tests {
     use super::*;
 
+    /// A log at `path` that writes to it and not to tracing.
+    fn open_log(path: PathBuf, max_bytes: u64, keep: u32, with_data: bool) -> DecisionLog {
+        DecisionLog::open(LogConfig {
+            path: Some(path),
+            max_bytes,
+            keep,
+            tracing: false,
+            with_data,
+        })
+        .unwrap()
+    }
+
     fn record(i: usize, policy: &str) -> DecisionRecord {
         DecisionRecord {
             time: "2026-12-03T20:00:00.000Z".into(),
@@ -684,14 +696,7 @@ mod tests {
     fn written_events_read_back_as_records() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("decisions.jsonl");
-        let log = DecisionLog::open(LogConfig {
-            path: Some(path.clone()),
-            max_bytes: 1 << 20,
-            keep: 1,
-            tracing: false,
-            with_data: true,
-        })
-        .unwrap();
+        let log = open_log(path.clone(), 1 << 20, 1, true);
         let mut lean = record(1, "notes");
         lean.reason = Some("no \"quotes\" here".into());
         let mut full = record(2, "notes");
@@ -731,14 +736,7 @@ mod tests {
                 all.len()
             }
         });
-        let log = DecisionLog::open(LogConfig {
-            path: Some(fifo.clone()),
-            max_bytes: 1024,
-            keep: 2,
-            tracing: false,
-            with_data: false,
-        })
-        .unwrap();
+        let log = open_log(fifo.clone(), 1024, 2, false);
         for i in 0..40 {
             write(&log, &record(i, "notes"));
         }
@@ -753,14 +751,7 @@ mod tests {
     fn writes_rotates_and_reads_back_the_last_n() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub/decisions.jsonl");
-        let log = DecisionLog::open(LogConfig {
-            path: Some(path.clone()),
-            max_bytes: 4096,
-            keep: 3,
-            tracing: false,
-            with_data: false,
-        })
-        .unwrap();
+        let log = open_log(path.clone(), 4096, 3, false);
         for i in 0..60 {
             write(&log, &record(i, if i % 2 == 0 { "notes" } else { "todos" }));
         }
@@ -788,14 +779,7 @@ mod tests {
     fn sync_waits_for_what_is_buffered_and_requests_never_write() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("decisions.jsonl");
-        let log = DecisionLog::open(LogConfig {
-            path: Some(path.clone()),
-            max_bytes: 1 << 20,
-            keep: 1,
-            tracing: false,
-            with_data: false,
-        })
-        .unwrap();
+        let log = open_log(path.clone(), 1 << 20, 1, false);
         for round in 0..3 {
             for i in 0..10 {
                 write(&log, &record(round * 10 + i, "notes"));
