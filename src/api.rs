@@ -26,9 +26,12 @@ use poem::{
 use poem_openapi::{OpenApi, OpenApiService, Tags};
 use serde_json::Value;
 
+use tracing::Instrument as _;
+
 use crate::{
     auth::{Authenticator, Hasher},
     config::Settings,
+    metrics::{Metrics, RouteNames},
     policy::{ClaimSet, Input, Outcome, PolicyEngine, PolicySet, RequestInput, ResourceInput},
     store::Store,
 };
@@ -58,6 +61,8 @@ pub struct AppState {
     pub decisions: Arc<crate::decisions::DecisionLog>,
     /// Serialises remote policy edits (check `If-Match`, vet, write, reload) within this process.
     pub policy_edit_lock: tokio::sync::Mutex<()>,
+    /// Counters and histograms served at `GET /metrics`.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -241,6 +246,12 @@ pub fn routes_with<P: OpenApi + 'static>(state: Arc<AppState>, plugins: P) -> im
     let max_body = state.settings.max_body_bytes;
     let json = spec_json_of(&svc);
     let yaml = spec_yaml_of(&svc);
+    let observer = Arc::new(Observer {
+        routes: serde_json::from_str::<Value>(&json)
+            .map(|spec| RouteNames::from_spec(&spec))
+            .unwrap_or_default(),
+        metrics: state.metrics.clone(),
+    });
     Route::new()
         .nest("/docs", svc.swagger_ui())
         .at("/openapi.json", spec_endpoint(json, "application/json"))
@@ -249,7 +260,13 @@ pub fn routes_with<P: OpenApi + 'static>(state: Arc<AppState>, plugins: P) -> im
         .around(move |ep, req| guard_request(ep, req, max_body))
         .data(state)
         .catch_all_error(problem::catch_all)
-        .around(request_context)
+        .around(move |ep, req| request_context(ep, req, observer.clone()))
+}
+
+/// What the outermost layer needs to label and count each request.
+struct Observer {
+    routes: RouteNames,
+    metrics: Arc<Metrics>,
 }
 
 /// Header carrying the request id: taken from the client when it is a sane token, else made.
@@ -288,19 +305,38 @@ fn client_request_id(req: &Request) -> Option<String> {
     ok.then(|| id.to_owned())
 }
 
-/// Outermost layer: gives every request an id, and every answer `X-Request-Id` and (when a
-/// policy decided it) `X-Decision-Id`.
-async fn request_context<E: Endpoint>(ep: Arc<E>, mut req: Request) -> poem::Result<Response> {
+/// Outermost layer: gives every request an id and a tracing span that carries it, every answer
+/// `X-Request-Id` and (when a policy decided it) `X-Decision-Id`, and counts the request in the
+/// metrics by route and status.
+async fn request_context<E: Endpoint>(ep: Arc<E>, mut req: Request, obs: Arc<Observer>) -> poem::Result<Response> {
+    let started = Instant::now();
+    let _in_flight = obs.metrics.in_flight();
     let id = client_request_id(&req).unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    let method = req.method().clone();
+    let path_route = RouteNames::path_route(req.uri().path());
+    let span = tracing::info_span!("request", request_id = %id, method = %method, path = %req.uri().path());
     let ctx = Arc::new(RequestContext {
         id,
         decision: Mutex::new(None),
     });
     req.extensions_mut().insert(Arc::clone(&ctx));
-    let mut resp = match ep.call(req).await {
+    let mut resp = match ep.call(req).instrument(span.clone()).await {
         Ok(r) => r.into_response(),
         Err(e) => e.into_response(),
     };
+    let operation = resp.data::<poem_openapi::OperationId>().map(|op| op.0);
+    let (method_label, route) = obs.routes.label(operation, &method, path_route);
+    let elapsed = started.elapsed();
+    obs.metrics.observe_request(method_label, route, resp.status(), elapsed);
+    span.in_scope(|| {
+        tracing::debug!(
+            target: "gatehouse::access",
+            status = resp.status().as_u16(),
+            route,
+            elapsed_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+            "answered"
+        );
+    });
     if let Ok(v) = HeaderValue::from_str(&ctx.id) {
         resp.headers_mut().insert(REQUEST_ID_HEADER, v);
     }
@@ -428,7 +464,8 @@ pub fn authorize(
     };
     let started = Instant::now();
     let decision = set.evaluate(name, &input);
-    let duration_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    let elapsed = started.elapsed();
+    let duration_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
     let missing = decision.is_none().then(|| format!("no policy `{name}.rhai` is loaded"));
     let (outcome, reason, error, version) = match &decision {
         Some(d) => (
@@ -444,11 +481,13 @@ pub fn authorize(
     if let Some(ctx) = ctx {
         ctx.note_decision(&decision_id, outcome == Outcome::Allow);
     }
-    if let Some(log) = req
-        .data::<Arc<AppState>>()
-        .map(|s| &s.decisions)
-        .filter(|l| l.enabled())
-    {
+    let state = req.data::<Arc<AppState>>();
+    if let Some(state) = state {
+        state
+            .metrics
+            .observe_decision(name, outcome, decision.is_some().then_some(elapsed));
+    }
+    if let Some(log) = state.map(|s| &s.decisions).filter(|l| l.enabled()) {
         let time = now_rfc3339_millis();
         log.record(&crate::decisions::DecisionEvent {
             time: &time,

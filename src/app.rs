@@ -262,6 +262,11 @@ impl Application {
             policy_limits(&settings),
             |engine| plugins.register_rhai(engine),
         ));
+        let metrics = Arc::new(crate::metrics::Metrics::new().map_err(|e| AppError::Io(e.to_string()))?);
+        policies.observe_reloads({
+            let metrics = metrics.clone();
+            move |report| metrics.observe_reload(report)
+        });
         let engine = policies.clone();
         tokio::task::spawn_blocking(move || engine.reload())
             .await
@@ -294,6 +299,7 @@ impl Application {
             throttle,
             decisions,
             policy_edit_lock: tokio::sync::Mutex::new(()),
+            metrics,
         });
         let endpoint = api::routes_with(state.clone(), plugin_api).map_to_response().boxed();
         Ok(Self {
@@ -332,8 +338,9 @@ impl Application {
         &self.admin
     }
 
-    /// Serves until `shutdown` completes, lets in-flight requests finish (up to 10 s), stops
-    /// the watcher and flushes the store.
+    /// Serves until `shutdown` completes, lets in-flight requests finish (up to
+    /// `shutdown_timeout` seconds), stops the watcher, writes out the decision log and flushes
+    /// the store.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), AppError> {
         let acceptor =
             poem::listener::TcpAcceptor::from_tokio(self.listener).map_err(|e| AppError::Io(e.to_string()))?;
@@ -359,8 +366,17 @@ impl Application {
                 }
             }
         });
+        let grace = self.state.settings.shutdown_timeout;
+        let metrics = self.state.metrics.clone();
+        let shutdown = async move {
+            shutdown.await;
+            tracing::info!(
+                in_flight = metrics.requests_in_flight(),
+                "shutting down: no new connections; in-flight requests get up to {grace} s"
+            );
+        };
         let served = poem::Server::new_with_acceptor(acceptor)
-            .run_with_graceful_shutdown(self.endpoint, shutdown, Some(Duration::from_secs(10)))
+            .run_with_graceful_shutdown(self.endpoint, shutdown, Some(Duration::from_secs(grace)))
             .await;
         drop(self.watch);
         pruner.abort();

@@ -136,11 +136,19 @@ pub fn main_with<P: Plugins>(plugins: P) -> ExitCode {
     let cli = Cli::parse();
     // The server reports what it loads; offline commands print their own results and only
     // need warnings on top.
-    crate::telemetry::init_with_default(if matches!(cli.command, Command::Serve) {
-        "info"
-    } else {
-        "warn"
-    });
+    // The log format is a setting; a file or value that does not resolve is reported by the
+    // command itself, in the default format.
+    let format = Settings::resolve(&cli.settings)
+        .map(|s| s.log_format)
+        .unwrap_or_default();
+    crate::telemetry::init_with(
+        if matches!(cli.command, Command::Serve) {
+            "info"
+        } else {
+            "warn"
+        },
+        format,
+    );
     match run(cli, plugins) {
         Ok(code) => code,
         Err(msg) => {

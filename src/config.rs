@@ -101,6 +101,36 @@ pub struct Settings {
     pub policy_max_map_size: usize,
     /// Wall-clock budget of one policy evaluation, in milliseconds.
     pub policy_timeout_ms: u64,
+    /// Serve `GET /metrics` (Prometheus text format, no authentication).
+    pub metrics: bool,
+    /// Log line format on stderr: `human` or `json` (one JSON object per line).
+    pub log_format: LogFormat,
+    /// Seconds in-flight requests get to finish after SIGTERM/SIGINT before the server stops
+    /// anyway.
+    pub shutdown_timeout: u64,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// Plain text, one event per line (colour on a terminal).
+    #[default]
+    Human,
+    /// One JSON object per line: `timestamp`, `level`, `target`, the event's fields, and the
+    /// request span (`request_id`, `method`, `path`).
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "human" | "text" | "" => Ok(Self::Human),
+            "json" => Ok(Self::Json),
+            other => Err(format!("unknown log format `{other}`: use `human` or `json`")),
+        }
+    }
 }
 
 impl Default for Settings {
@@ -135,6 +165,9 @@ impl Default for Settings {
             policy_max_array_size: 1024,
             policy_max_map_size: 256,
             policy_timeout_ms: 250,
+            metrics: true,
+            log_format: LogFormat::Human,
+            shutdown_timeout: 10,
         }
     }
 }
@@ -232,6 +265,15 @@ pub struct SettingsArgs {
     /// Wall-clock budget per policy evaluation in ms [default: 250].
     #[arg(long, env = "GATEHOUSE_POLICY_TIMEOUT_MS", global = true, value_name = "MS")]
     pub policy_timeout_ms: Option<u64>,
+    /// Serve GET /metrics (Prometheus text format) [default: true].
+    #[arg(long, env = "GATEHOUSE_METRICS", global = true, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub metrics: Option<bool>,
+    /// Log format on stderr: human or json [default: human].
+    #[arg(long, env = "GATEHOUSE_LOG_FORMAT", global = true, value_name = "human|json")]
+    pub log_format: Option<String>,
+    /// Seconds in-flight requests get to finish on SIGTERM/SIGINT [default: 10].
+    #[arg(long, env = "GATEHOUSE_SHUTDOWN_TIMEOUT", global = true, value_name = "SECONDS")]
+    pub shutdown_timeout: Option<u64>,
 }
 
 /// The TOML file: the same keys, all optional; unknown keys are an error (a typo must not pass).
@@ -267,6 +309,9 @@ struct FileSettings {
     policy_max_array_size: Option<usize>,
     policy_max_map_size: Option<usize>,
     policy_timeout_ms: Option<u64>,
+    metrics: Option<bool>,
+    log_format: Option<String>,
+    shutdown_timeout: Option<u64>,
 }
 
 /// Why the settings could not be resolved.
@@ -391,6 +436,18 @@ impl Settings {
                 .policy_timeout_ms
                 .or(file.policy_timeout_ms)
                 .unwrap_or(d.policy_timeout_ms),
+            metrics: args.metrics.or(file.metrics).unwrap_or(d.metrics),
+            log_format: match args.log_format.clone().or(file.log_format) {
+                None => d.log_format,
+                Some(f) => f.parse().map_err(|message| ConfigError::Invalid {
+                    key: "log_format",
+                    message,
+                })?,
+            },
+            shutdown_timeout: args
+                .shutdown_timeout
+                .or(file.shutdown_timeout)
+                .unwrap_or(d.shutdown_timeout),
         };
         settings.validate()?;
         Ok(settings)
@@ -470,6 +527,9 @@ impl Settings {
         }
         if self.policy_timeout_ms == 0 || self.policy_timeout_ms > 10_000 {
             return invalid("policy_timeout_ms", "must be between 1 and 10000");
+        }
+        if self.shutdown_timeout > 3600 {
+            return invalid("shutdown_timeout", "must be at most 3600 seconds");
         }
         if let Some(pw) = &self.admin_password {
             if pw.expose().len() < 8 {

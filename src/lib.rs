@@ -22,6 +22,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod decisions;
+pub mod metrics;
 pub mod model;
 pub mod plugin;
 pub mod policy;

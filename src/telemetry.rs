@@ -1,20 +1,41 @@
-//! Logging: `tracing` to stderr, filtered by `RUST_LOG` (default `info`).
+//! Logging: `tracing` to stderr, filtered by `RUST_LOG` (default `info`), as human-readable
+//! lines or as JSON lines (`log_format = "json"`).
+//!
+//! Every HTTP request runs in a span named `request` with `request_id` (the `X-Request-Id` the
+//! answer carries), `method` and `path`; every line logged while handling it carries them. Each
+//! answered request is logged at `debug` under the target `gatehouse::access`.
 
 use tracing_subscriber::EnvFilter;
 
-/// Installs the global subscriber once (level `info` unless `RUST_LOG` says otherwise); later
-/// calls do nothing.
+use crate::config::LogFormat;
+
+/// Installs the global subscriber once (level `info` unless `RUST_LOG` says otherwise, human
+/// format); later calls do nothing.
 pub fn init() {
-    init_with_default("info");
+    init_with("info", LogFormat::Human);
 }
 
 /// Like [`init`], with another default level (the offline commands log only warnings).
 pub fn init_with_default(level: &str) {
+    init_with(level, LogFormat::Human);
+}
+
+/// Like [`init`], with another default level and a format.
+pub fn init_with(level: &str, format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_target(true)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+        .with_target(true);
+    let _ = match format {
+        LogFormat::Human => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init(),
+    };
 }

@@ -175,6 +175,16 @@ pub async fn catch_all(err: poem::Error) -> Response {
     if err.is_from_response() {
         return err.into_response();
     }
+    // The operation's id labels the request in the metrics; the new response must keep it.
+    let operation = err.data::<poem_openapi::OperationId>().copied();
+    let mut resp = problem_for(err);
+    if let Some(op) = operation {
+        resp.set_data(op);
+    }
+    resp
+}
+
+fn problem_for(err: poem::Error) -> Response {
     if err.is::<poem_openapi::error::AuthorizationError>() {
         return ApiError::missing_token().into_response();
     }

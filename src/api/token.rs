@@ -273,58 +273,22 @@ impl TokenApi {
         req: &Request,
         form: poem_openapi::payload::Form<TokenRequest>,
     ) -> TokenResponse {
-        let form = form.0;
-        let ip = req.remote_addr().as_socket_addr().map(|a| a.ip());
-        let granted = match form.grant_type.as_deref() {
-            Some("password") => password_grant(&state, form, ip).await.map(|user| (user, None)),
-            Some("refresh_token") => match form.refresh_token.as_deref() {
-                None | Some("") => Err(TokenResponse::error("invalid_request", "`refresh_token` is required")),
-                Some(token) => match refresh::redeem_refresh(state.store.as_ref(), token).await {
-                    Ok((user, family)) => Ok((user, Some(family))),
-                    Err(AuthError::InvalidGrant(msg)) => Err(TokenResponse::error("invalid_grant", msg)),
-                    Err(e) => Err(TokenResponse::internal(&e)),
-                },
-            },
-            None | Some("") => Err(TokenResponse::error(
-                "invalid_request",
-                "`grant_type` is required; use `password` or `refresh_token`",
-            )),
-            Some(other) => {
-                let shown: String = other.chars().take(40).collect();
-                Err(TokenResponse::error(
-                    "unsupported_grant_type",
-                    format!("grant type `{shown}` is not supported; use `password` or `refresh_token`"),
-                ))
-            }
+        let grant = match form.0.grant_type.as_deref() {
+            Some("password") => "password",
+            Some("refresh_token") => "refresh_token",
+            None | Some("") => "none",
+            Some(_) => "other",
         };
-        let (user, family) = match granted {
-            Ok(g) => g,
-            Err(answer) => return answer,
-        };
-        let issued = async {
-            // Plugin claims come from the user record as it is now (also on refresh).
-            let extra = state.plugins.extra_claims(&user);
-            let (access_token, expires_in) = state.auth.tokens().issue_with(&user, extra)?;
-            let ttl = state.settings.refresh_token_ttl;
-            let refresh_token = refresh::issue_refresh(state.store.as_ref(), &user, family, ttl).await?;
-            Ok::<_, AuthError>((access_token, expires_in, refresh_token))
-        };
-        match issued.await {
-            Ok((access_token, expires_in, refresh_token)) => {
-                tracing::info!(target: "gatehouse::auth", user = %user.username, "token issued");
-                TokenResponse::Ok(
-                    Json(TokenBody {
-                        access_token,
-                        token_type: "Bearer".into(),
-                        expires_in,
-                        refresh_token,
-                    }),
-                    NO_STORE.into(),
-                    "no-cache".into(),
-                )
-            }
-            Err(e) => TokenResponse::internal(&e),
+        let answer = grant_token(&state, req, form.0).await;
+        let metrics = &state.metrics;
+        match &answer {
+            TokenResponse::Ok(..) => metrics.token_issued(grant),
+            TokenResponse::BadRequest(Json(e), _) => metrics.token_failed(grant, &e.error),
+            TokenResponse::PayloadTooLarge(..) => metrics.token_failed(grant, "invalid_request"),
+            TokenResponse::TooManyRequests(..) => metrics.token_failed(grant, "temporarily_unavailable"),
+            TokenResponse::Internal(..) => metrics.token_failed(grant, "server_error"),
         }
+        answer
     }
 
     /// Revoke an access or refresh token (log out)
@@ -357,5 +321,60 @@ impl TokenApi {
                 )
             }
         }
+    }
+}
+
+/// The grants of `POST /token`: password and refresh.
+async fn grant_token(state: &AppState, req: &Request, form: TokenRequest) -> TokenResponse {
+    let ip = req.remote_addr().as_socket_addr().map(|a| a.ip());
+    let granted = match form.grant_type.as_deref() {
+        Some("password") => password_grant(state, form, ip).await.map(|user| (user, None)),
+        Some("refresh_token") => match form.refresh_token.as_deref() {
+            None | Some("") => Err(TokenResponse::error("invalid_request", "`refresh_token` is required")),
+            Some(token) => match refresh::redeem_refresh(state.store.as_ref(), token).await {
+                Ok((user, family)) => Ok((user, Some(family))),
+                Err(AuthError::InvalidGrant(msg)) => Err(TokenResponse::error("invalid_grant", msg)),
+                Err(e) => Err(TokenResponse::internal(&e)),
+            },
+        },
+        None | Some("") => Err(TokenResponse::error(
+            "invalid_request",
+            "`grant_type` is required; use `password` or `refresh_token`",
+        )),
+        Some(other) => {
+            let shown: String = other.chars().take(40).collect();
+            Err(TokenResponse::error(
+                "unsupported_grant_type",
+                format!("grant type `{shown}` is not supported; use `password` or `refresh_token`"),
+            ))
+        }
+    };
+    let (user, family) = match granted {
+        Ok(g) => g,
+        Err(answer) => return answer,
+    };
+    let issued = async {
+        // Plugin claims come from the user record as it is now (also on refresh).
+        let extra = state.plugins.extra_claims(&user);
+        let (access_token, expires_in) = state.auth.tokens().issue_with(&user, extra)?;
+        let ttl = state.settings.refresh_token_ttl;
+        let refresh_token = refresh::issue_refresh(state.store.as_ref(), &user, family, ttl).await?;
+        Ok::<_, AuthError>((access_token, expires_in, refresh_token))
+    };
+    match issued.await {
+        Ok((access_token, expires_in, refresh_token)) => {
+            tracing::info!(target: "gatehouse::auth", user = %user.username, "token issued");
+            TokenResponse::Ok(
+                Json(TokenBody {
+                    access_token,
+                    token_type: "Bearer".into(),
+                    expires_in,
+                    refresh_token,
+                }),
+                NO_STORE.into(),
+                "no-cache".into(),
+            )
+        }
+        Err(e) => TokenResponse::internal(&e),
     }
 }

@@ -233,13 +233,24 @@ impl PolicySet {
 
 /// Owns the policy directory and the current [`PolicySet`]. `Send + Sync`; share it as
 /// `Arc<PolicyEngine>`.
-#[derive(Debug)]
 pub struct PolicyEngine {
     dir: PathBuf,
     sandbox: Arc<Sandbox>,
     current: ArcSwap<PolicySet>,
     /// Serializes reloads (watcher, periodic rescan, explicit calls) so none loses another's work.
     reload_lock: Mutex<()>,
+    /// Told of every non-empty reload (metrics).
+    observer: std::sync::OnceLock<ReloadObserver>,
+}
+
+type ReloadObserver = Box<dyn Fn(&ReloadReport) + Send + Sync>;
+
+impl std::fmt::Debug for PolicyEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PolicyEngine")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
 }
 
 impl PolicyEngine {
@@ -265,7 +276,15 @@ impl PolicyEngine {
             sandbox,
             current: ArcSwap::from_pointee(empty),
             reload_lock: Mutex::new(()),
+            observer: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Calls `f` with the report of every reload that changed or failed something, from now on
+    /// (watcher, rescans, `POST /policies/reload`, remote edits). Only the first observer set is
+    /// kept; returns `false` when one was already set.
+    pub fn observe_reloads(&self, f: impl Fn(&ReloadReport) + Send + Sync + 'static) -> bool {
+        self.observer.set(Box::new(f)).is_ok()
     }
 
     /// The watched directory.
@@ -312,6 +331,9 @@ impl PolicyEngine {
             Err(e) => {
                 tracing::warn!(dir = %self.dir.display(), error = %e, "cannot read policy directory");
                 report.error = Some(format!("cannot read `{}`: {e}", self.dir.display()));
+                if let Some(observe) = self.observer.get() {
+                    observe(&report);
+                }
                 return report;
             }
         };
@@ -467,6 +489,9 @@ impl PolicyEngine {
             tests,
         };
         self.current.store(Arc::new(set));
+        if let Some(observe) = self.observer.get().filter(|_| !report.is_empty()) {
+            observe(&report);
+        }
         report
     }
 }

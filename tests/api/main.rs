@@ -11,6 +11,7 @@ mod helpers;
 mod hot_reload;
 mod keys;
 mod openapi;
+mod operations;
 mod plugin;
 mod policies;
 mod policy_tools;
