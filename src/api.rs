@@ -164,12 +164,85 @@ pub fn spec_yaml_of<T: OpenApi>(svc: &OpenApiService<T, ()>) -> String {
     }
 }
 
+/// A header name in its usual spelling: `ETAG` → `ETag`, `WWW-AUTHENTICATE` →
+/// `WWW-Authenticate`, `CACHE-CONTROL` → `Cache-Control`.
+fn header_case(name: &str) -> String {
+    match name.to_ascii_lowercase().as_str() {
+        "etag" => "ETag".to_owned(),
+        "www-authenticate" => "WWW-Authenticate".to_owned(),
+        lower => lower
+            .split('-')
+            .map(|part| {
+                let mut chars = part.chars();
+                chars
+                    .next()
+                    .map(|c| c.to_ascii_uppercase().to_string() + chars.as_str())
+                    .unwrap_or_default()
+            })
+            .collect::<Vec<_>>()
+            .join("-"),
+    }
+}
+
+/// The schema fixes of [`complete_spec`], for one object schema's properties:
+/// - a property whose type is a named schema is `{"$ref": ...}`; poem-openapi wraps it in a
+///   one-element `allOf` when the field has a doc comment, which generators turn into a copy of
+///   the schema (or, for a non-object such as an enum, drop the whole type);
+/// - an optional property (not `required`, no `default`) is `nullable`: poem-openapi writes
+///   `None` as `null` and reads `null` as `None`, so the document must say so. (A reference
+///   cannot be nullable in OpenAPI 3.0: an optional field of a named type in an answer must
+///   be `skip_serializing_if_is_none`; the spec-conformance checks of the e2e parts catch it.)
+fn fix_properties(schema: &mut Value) {
+    let required: Vec<String> = schema
+        .get("required")
+        .and_then(Value::as_array)
+        .map(|r| r.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+        .unwrap_or_default();
+    let Some(props) = schema.get_mut("properties").and_then(Value::as_object_mut) else {
+        return;
+    };
+    for (name, prop) in props.iter_mut() {
+        // `allOf: [{$ref}, {description, ...}]`: a reference with annotations only.
+        let annotation = |v: &Value| {
+            v.as_object().is_some_and(|o| {
+                o.keys().all(|k| {
+                    matches!(
+                        k.as_str(),
+                        "description" | "title" | "readOnly" | "writeOnly" | "deprecated"
+                    )
+                })
+            })
+        };
+        let single_ref = prop
+            .get("allOf")
+            .and_then(Value::as_array)
+            .filter(|all| !all.is_empty() && all[1..].iter().all(annotation))
+            .and_then(|all| all[0].get("$ref"))
+            .cloned();
+        if let Some(reference) = single_ref {
+            *prop = serde_json::json!({ "$ref": reference });
+            continue;
+        }
+        let Some(obj) = prop.as_object_mut() else { continue };
+        if !required.contains(name) && !obj.contains_key("$ref") && !obj.contains_key("default") {
+            obj.insert("nullable".into(), Value::Bool(true));
+        }
+    }
+}
+
 /// What poem-openapi cannot express, added to its document:
+/// - the property fixes of [`fix_properties`], on every component schema;
+/// - response header names in their usual spelling ([`header_case`]);
 /// - the empty `scopes` map of the OAuth2 flow, which OpenAPI 3.0 requires (validators and spec
 ///   fuzzers reject the document without it) but poem-openapi leaves out;
 /// - the `X-Request-Id` header on every response, and `X-Decision-Id` on every response of an
 ///   operation that needs a token (those are decided by a policy).
 fn complete_spec(doc: &mut Value) {
+    if let Some(schemas) = doc.pointer_mut("/components/schemas").and_then(Value::as_object_mut) {
+        for schema in schemas.values_mut() {
+            fix_properties(schema);
+        }
+    }
     if let Some(schemes) = doc
         .pointer_mut("/components/securitySchemes")
         .and_then(Value::as_object_mut)
@@ -217,6 +290,12 @@ fn complete_spec(doc: &mut Value) {
                     .entry("headers")
                     .or_insert_with(|| Value::Object(Default::default()));
                 if let Some(headers) = headers.as_object_mut() {
+                    // poem-openapi writes response header names in capitals (`LOCATION`);
+                    // generated clients show them as written.
+                    *headers = std::mem::take(headers)
+                        .into_iter()
+                        .map(|(name, v)| (header_case(&name), v))
+                        .collect();
                     headers.insert(
                         "X-Request-Id".into(),
                         serde_json::json!({"$ref": "#/components/headers/RequestId"}),

@@ -653,7 +653,7 @@ impl PolicyApi {
         /// Only save when the file's current `ETag` is one of these (`*`: when it exists).
         #[oai(name = "If-Match")]
         _if_match: Header<Option<String>>,
-        body: PlainText<String>,
+        body: super::payload::TextBody,
     ) -> Result<PolicySaved, ApiError> {
         let name = policy_name(&name)?;
         let file = file_of(&state, name);

@@ -82,8 +82,8 @@ fn as_value(u: &UserRecord) -> Value {
 pub struct NewUser {
     /// 1 to 64 characters from `A-Z a-z 0-9 . _ @ -`, starting with a letter or digit.
     pub username: String,
-    /// At least 8 characters.
-    #[oai(write_only)]
+    /// At least 8 characters. (Never answered; not marked `writeOnly`, so that the example
+    /// Swagger UI fills in has a password.)
     pub password: String,
     /// Roles (default: none).
     #[oai(default)]

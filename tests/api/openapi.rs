@@ -259,3 +259,77 @@ fn id_headers_are_declared_and_sent() {
         "{r:?}"
     );
 }
+
+/// What SDK generators choke on, as found by generating Python and TypeScript clients
+/// (e2e/): no `allOf` wrapper around a reference (a copy of the type, or for an enum no type
+/// at all), every optional property that the server may send as `null` is `nullable`, response
+/// header names in their usual spelling, and the policy source sent as text that every
+/// generator can send.
+#[test]
+fn spec_has_nothing_generators_mistype() {
+    let spec = committed();
+    let text = spec.to_string();
+    assert!(!text.contains("\"allOf\""), "an allOf wrapper is back in the spec");
+    let schemas = spec["components"]["schemas"].as_object().unwrap();
+    for (name, schema) in schemas {
+        let required: Vec<&str> = schema["required"]
+            .as_array()
+            .map(|r| r.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        for (prop, s) in schema["properties"].as_object().into_iter().flatten() {
+            let optional = !required.contains(&prop.as_str()) && s.get("default").is_none() && s.get("$ref").is_none();
+            if optional {
+                assert_eq!(s["nullable"], true, "{name}.{prop} may be null but is not nullable");
+            }
+        }
+    }
+    for (path, method, op) in operations(&spec) {
+        for (status, resp) in op["responses"].as_object().unwrap() {
+            for header in resp["headers"].as_object().into_iter().flatten().map(|(h, _)| h) {
+                assert!(
+                    header.chars().any(|c| c.is_ascii_lowercase()),
+                    "{method} {path} {status}: header `{header}` in capitals"
+                );
+            }
+        }
+    }
+    let put = &spec["paths"]["/policies/{name}"]["put"]["requestBody"]["content"];
+    assert_eq!(put.as_object().unwrap().keys().collect::<Vec<_>>(), ["text/plain"]);
+    assert_eq!(
+        put["text/plain"]["schema"],
+        serde_json::json!({"type": "string", "format": "binary"})
+    );
+}
+
+/// The policy source is accepted as `text/plain` with or without a charset, and must be UTF-8.
+#[test]
+fn policy_source_body_is_utf8_text() {
+    let s = TestServer::start();
+    let admin = s.admin_token();
+    let auth = format!("Bearer {admin}");
+    let src = "claims.sub == \"admin\"\n";
+    for ctype in ["text/plain", "text/plain; charset=utf-8"] {
+        let r = s.raw(
+            "PUT",
+            "/policies/widgets",
+            &[("Authorization", &auth)],
+            Some((ctype, src.as_bytes())),
+        );
+        assert!(r.status == 200 || r.status == 201, "{ctype}: {r:?}");
+    }
+    let r = s.raw(
+        "PUT",
+        "/policies/widgets",
+        &[("Authorization", &auth)],
+        Some(("text/plain", b"\"caf\xe9\"")),
+    );
+    let p = r.assert_problem(400);
+    assert!(p["detail"].as_str().unwrap().contains("UTF-8"), "{p}");
+    let r = s.raw(
+        "PUT",
+        "/policies/widgets",
+        &[("Authorization", &auth)],
+        Some(("application/json", b"\"true\"")),
+    );
+    r.assert_problem(415);
+}
