@@ -164,6 +164,38 @@ pub fn spec_yaml_of<T: OpenApi>(svc: &OpenApiService<T, ()>) -> String {
     }
 }
 
+/// The names of the component schemas that some response uses, directly or through other
+/// schemas.
+fn answered_schemas(doc: &Value) -> std::collections::BTreeSet<String> {
+    fn refs(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Object(o) => {
+                if let Some(r) = o.get("$ref").and_then(Value::as_str) {
+                    if let Some(name) = r.strip_prefix("#/components/schemas/") {
+                        out.push(name.to_owned());
+                    }
+                }
+                o.values().for_each(|v| refs(v, out));
+            }
+            Value::Array(a) => a.iter().for_each(|v| refs(v, out)),
+            _ => {}
+        }
+    }
+    let mut todo = Vec::new();
+    for item in doc["paths"].as_object().into_iter().flatten().map(|(_, v)| v) {
+        for op in item.as_object().into_iter().flatten().map(|(_, v)| v) {
+            refs(&op["responses"], &mut todo);
+        }
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    while let Some(name) = todo.pop() {
+        if seen.insert(name.clone()) {
+            refs(&doc["components"]["schemas"][&name], &mut todo);
+        }
+    }
+    seen
+}
+
 /// A header name in its usual spelling: `ETAG` → `ETag`, `WWW-AUTHENTICATE` →
 /// `WWW-Authenticate`, `CACHE-CONTROL` → `Cache-Control`.
 fn header_case(name: &str) -> String {
@@ -188,11 +220,13 @@ fn header_case(name: &str) -> String {
 /// - a property whose type is a named schema is `{"$ref": ...}`; poem-openapi wraps it in a
 ///   one-element `allOf` when the field has a doc comment, which generators turn into a copy of
 ///   the schema (or, for a non-object such as an enum, drop the whole type);
-/// - an optional property (not `required`, no `default`) is `nullable`: poem-openapi writes
-///   `None` as `null` and reads `null` as `None`, so the document must say so. (A reference
+/// - an optional property (not `required`, no `default`) of a schema that answers carry
+///   (`answered`) is `nullable`: poem-openapi writes `None` as `null`, so the document must say
+///   so. Request-only schemas are left alone: clients leave such fields out, and a nullable
+///   property only makes their generated types clumsier. (A reference
 ///   cannot be nullable in OpenAPI 3.0: an optional field of a named type in an answer must
 ///   be `skip_serializing_if_is_none`; the spec-conformance checks of the e2e parts catch it.)
-fn fix_properties(schema: &mut Value) {
+fn fix_properties(schema: &mut Value, answered: bool) {
     let required: Vec<String> = schema
         .get("required")
         .and_then(Value::as_array)
@@ -224,7 +258,7 @@ fn fix_properties(schema: &mut Value) {
             continue;
         }
         let Some(obj) = prop.as_object_mut() else { continue };
-        if !required.contains(name) && !obj.contains_key("$ref") && !obj.contains_key("default") {
+        if answered && !required.contains(name) && !obj.contains_key("$ref") && !obj.contains_key("default") {
             obj.insert("nullable".into(), Value::Bool(true));
         }
     }
@@ -238,9 +272,10 @@ fn fix_properties(schema: &mut Value) {
 /// - the `X-Request-Id` header on every response, and `X-Decision-Id` on every response of an
 ///   operation that needs a token (those are decided by a policy).
 fn complete_spec(doc: &mut Value) {
+    let answered = answered_schemas(doc);
     if let Some(schemas) = doc.pointer_mut("/components/schemas").and_then(Value::as_object_mut) {
-        for schema in schemas.values_mut() {
-            fix_properties(schema);
+        for (name, schema) in schemas.iter_mut() {
+            fix_properties(schema, answered.contains(name));
         }
     }
     if let Some(schemes) = doc
@@ -392,7 +427,8 @@ async fn request_context<E: Endpoint>(ep: Arc<E>, mut req: Request, obs: Arc<Obs
     let _in_flight = obs.metrics.in_flight();
     let id = client_request_id(&req).unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
     let method = req.method().clone();
-    let path_route = RouteNames::path_route(req.uri().path());
+    let uri = req.uri().clone();
+    let path_route = RouteNames::path_route(uri.path());
     let span = tracing::info_span!("request", request_id = %id, method = %method, path = %req.uri().path());
     let ctx = Arc::new(RequestContext {
         id,
@@ -403,6 +439,13 @@ async fn request_context<E: Endpoint>(ep: Arc<E>, mut req: Request, obs: Arc<Obs
         Ok(r) => r.into_response(),
         Err(e) => e.into_response(),
     };
+    if resp.status() == poem::http::StatusCode::METHOD_NOT_ALLOWED && !resp.headers().contains_key("allow") {
+        // RFC 9110 §15.5.6: a 405 names the methods the resource has.
+        let allowed = obs.routes.allowed(uri.path()).join(", ");
+        if let Ok(v) = HeaderValue::from_str(&allowed) {
+            resp.headers_mut().insert(poem::http::header::ALLOW, v);
+        }
+    }
     let operation = resp.data::<poem_openapi::OperationId>().map(|op| op.0);
     let (method_label, route) = obs.routes.label(operation, &method, path_route);
     let elapsed = started.elapsed();

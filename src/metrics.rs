@@ -303,6 +303,41 @@ impl RouteNames {
         Self(out)
     }
 
+    /// The methods of the operations whose path template matches `path` (for `Allow` on a 405),
+    /// in a fixed order.
+    pub fn allowed(&self, path: &str) -> Vec<&'static str> {
+        let segments: Vec<&str> = path.split('/').collect();
+        let matches = |template: &str| {
+            let t: Vec<&str> = template.split('/').collect();
+            t.len() == segments.len()
+                && t.iter()
+                    .zip(&segments)
+                    .all(|(t, s)| t == s || (t.starts_with('{') && t.ends_with('}') && !s.is_empty()))
+        };
+        // The router prefers a literal segment to a parameter, segment by segment: only the
+        // most literal matching template is the resource the path names.
+        let literal = |template: &str| -> Vec<bool> { template.split('/').map(|t| !t.starts_with('{')).collect() };
+        let best = self
+            .0
+            .values()
+            .filter(|(_, template)| matches(template))
+            .map(|(_, template)| literal(template))
+            .max();
+        let mut out: Vec<&'static str> = self
+            .0
+            .values()
+            .filter(|(_, template)| matches(template) && Some(literal(template)) == best)
+            .map(|(m, _)| method_label(m))
+            .collect();
+        out.sort_by_key(|m| {
+            ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+                .iter()
+                .position(|x| x == m)
+        });
+        out.dedup();
+        out
+    }
+
     /// The route label of a request that no operation names, from its path alone: the
     /// documents and Swagger UI by name, anything else [`UNMATCHED`].
     pub fn path_route(path: &str) -> &'static str {
@@ -326,5 +361,68 @@ impl RouteNames {
             Some((m, route)) => (method_label(m), route.as_str()),
             None => (method_label(method), path_route),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names() -> RouteNames {
+        RouteNames::from_spec(&serde_json::json!({"paths": {
+            "/policies/reload": {"post": {"operationId": "reload_policies"}},
+            "/policies/{name}": {
+                "get": {"operationId": "get_policy_source"},
+                "put": {"operationId": "put_policy"},
+                "delete": {"operationId": "delete_policy"}
+            },
+            "/resources/{kind}": {"get": {"operationId": "list_documents"}, "post": {"operationId": "create_document"}}
+        }}))
+    }
+
+    #[test]
+    fn routes_come_from_operation_ids_and_never_from_raw_paths() {
+        let r = names();
+        assert_eq!(
+            r.label(Some("get_policy_source"), &Method::GET, UNMATCHED),
+            ("GET", "/policies/{name}")
+        );
+        let custom = Method::from_bytes(b"BREW").unwrap();
+        assert_eq!(r.label(None, &custom, UNMATCHED), ("other", UNMATCHED));
+        assert_eq!(RouteNames::path_route("/docs/index.css"), "/docs");
+        assert_eq!(RouteNames::path_route("/openapi.yaml"), "/openapi.yaml");
+        assert_eq!(RouteNames::path_route("/users/ann"), UNMATCHED);
+    }
+
+    #[test]
+    fn allowed_methods_follow_the_router() {
+        let r = names();
+        assert_eq!(r.allowed("/policies/reload"), ["POST"]);
+        assert_eq!(r.allowed("/policies/notes"), ["GET", "PUT", "DELETE"]);
+        assert_eq!(r.allowed("/resources/notes"), ["GET", "POST"]);
+        assert!(r.allowed("/nothing/here").is_empty());
+        assert!(r.allowed("/policies/").is_empty());
+    }
+
+    #[test]
+    fn metrics_render_in_the_text_format() {
+        let m = Metrics::new().unwrap();
+        m.observe_request("GET", "/x", StatusCode::OK, Duration::from_millis(3));
+        m.observe_decision("notes", Outcome::Deny, Some(Duration::from_micros(4)));
+        m.observe_decision("_users", Outcome::Error, None);
+        m.token_failed("password", "invalid_grant");
+        let text = m.render();
+        assert!(
+            text.contains("gatehouse_http_requests_total{method=\"GET\",route=\"/x\",status=\"200\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("gatehouse_policy_decisions_total{outcome=\"deny\",policy=\"notes\"} 1"));
+        assert!(text.contains("gatehouse_policy_evaluation_duration_seconds_count{policy=\"notes\"} 1"));
+        assert!(!text.contains("policy_evaluation_duration_seconds_count{policy=\"_users\"}"));
+        assert!(text.contains("gatehouse_token_failures_total{error=\"invalid_grant\",grant=\"password\"} 1"));
+        let _guard = m.in_flight();
+        assert_eq!(m.requests_in_flight(), 1);
+        drop(_guard);
+        assert_eq!(m.requests_in_flight(), 0);
     }
 }

@@ -376,6 +376,11 @@ pub struct PolicyApi;
 
 /// A policy name as in the file name: a kind, or `_` and a system name.
 fn policy_name(name: &str) -> Result<&str, ApiError> {
+    if crate::policy::is_reserved(name) {
+        return Err(ApiError::bad_request(format!(
+            "`{name}` is reserved (`POST /policies/{name}` has that path) and cannot be a policy name"
+        )));
+    }
     crate::policy::is_policy_name(name).then_some(name).ok_or_else(|| {
         ApiError::bad_request(format!(
             "`{}` is not a policy name: kinds match ^[a-z][a-z0-9_-]{{0,63}}$, system policies start with `_`",

@@ -385,35 +385,45 @@ impl PolicyEngine {
                         loaded.insert(name, Arc::clone(p));
                         continue;
                     }
-                    match String::from_utf8(bytes) {
-                        Err(_) => Err(fail(Some(failed_fp), 0, 0, "not valid UTF-8".into())),
-                        Ok(src) => match self.sandbox.compile(&label, &src, &modules) {
-                            Err(d) => Err(fail(Some(failed_fp), d.line, d.col, d.message)),
-                            Ok(compiled) => {
-                                let version = version_of(&hash, &compiled.deps, &libs);
-                                let tested = match tests.get(&name).map(|t| &t.cases) {
-                                    None => Ok(None),
-                                    Some(Err(d)) => Err(fail(
-                                        Some(failed_fp),
-                                        0,
-                                        0,
-                                        format!("not activated: its tests cannot be read: {d}"),
-                                    )),
-                                    Some(Ok(cases)) => {
-                                        let results = testing::run_cases(
-                                            &self.sandbox,
-                                            &compiled.ast,
-                                            &label,
-                                            &version,
-                                            &name,
-                                            cases,
-                                        );
-                                        let failing: Vec<String> =
-                                            results.iter().filter(|r| !r.passed).map(ToString::to_string).collect();
-                                        if failing.is_empty() {
-                                            Ok(Some(results.len()))
-                                        } else {
-                                            let mut f = fail(
+                    if is_reserved(&name) {
+                        Err(fail(
+                            Some(failed_fp),
+                            0,
+                            0,
+                            format!(
+                                "`{name}` is a reserved name (the path of `POST /policies/{name}`); rename the file"
+                            ),
+                        ))
+                    } else {
+                        match String::from_utf8(bytes) {
+                            Err(_) => Err(fail(Some(failed_fp), 0, 0, "not valid UTF-8".into())),
+                            Ok(src) => match self.sandbox.compile(&label, &src, &modules) {
+                                Err(d) => Err(fail(Some(failed_fp), d.line, d.col, d.message)),
+                                Ok(compiled) => {
+                                    let version = version_of(&hash, &compiled.deps, &libs);
+                                    let tested = match tests.get(&name).map(|t| &t.cases) {
+                                        None => Ok(None),
+                                        Some(Err(d)) => Err(fail(
+                                            Some(failed_fp),
+                                            0,
+                                            0,
+                                            format!("not activated: its tests cannot be read: {d}"),
+                                        )),
+                                        Some(Ok(cases)) => {
+                                            let results = testing::run_cases(
+                                                &self.sandbox,
+                                                &compiled.ast,
+                                                &label,
+                                                &version,
+                                                &name,
+                                                cases,
+                                            );
+                                            let failing: Vec<String> =
+                                                results.iter().filter(|r| !r.passed).map(ToString::to_string).collect();
+                                            if failing.is_empty() {
+                                                Ok(Some(results.len()))
+                                            } else {
+                                                let mut f = fail(
                                                 Some(failed_fp),
                                                 0,
                                                 0,
@@ -424,17 +434,18 @@ impl PolicyEngine {
                                                     failing[0]
                                                 ),
                                             );
-                                            f.failing_tests = failing;
-                                            Err(f)
+                                                f.failing_tests = failing;
+                                                Err(f)
+                                            }
                                         }
-                                    }
-                                };
-                                tested.map(|tests_passed| {
-                                    let fp = fingerprint(&hash, &compiled.deps, &libs, test_hash);
-                                    (version, fp, compiled, tests_passed)
-                                })
-                            }
-                        },
+                                    };
+                                    tested.map(|tests_passed| {
+                                        let fp = fingerprint(&hash, &compiled.deps, &libs, test_hash);
+                                        (version, fp, compiled, tests_passed)
+                                    })
+                                }
+                            },
+                        }
                     }
                 }
             };
@@ -806,7 +817,17 @@ pub fn run_tests(
 
 /// Whether `name` is a policy name: a kind, or `_` and a system name (e.g. `_users`).
 pub fn is_policy_name(name: &str) -> bool {
-    policy_name(&format!("{name}.rhai")).is_some()
+    policy_name(&format!("{name}.rhai")).is_some() && !is_reserved(name)
+}
+
+/// Names that cannot be policies: `POST /policies/reload` and `POST /policies/evaluate` sit
+/// where `/policies/{name}` of such a policy would, so its source could not be read, saved or
+/// deleted over HTTP. A file with such a name is reported as failing, never loaded.
+pub const RESERVED_NAMES: [&str; 2] = ["evaluate", "reload"];
+
+/// Whether `name` is one of [`RESERVED_NAMES`].
+pub fn is_reserved(name: &str) -> bool {
+    RESERVED_NAMES.contains(&name)
 }
 
 /// The policy name of a file name, or `None` when the loader ignores the file.

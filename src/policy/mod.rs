@@ -31,8 +31,8 @@ use std::{fmt, path::PathBuf, time::Duration};
 use serde::Serialize;
 
 pub use loader::{
-    check, check_with, is_policy_name, read_policy, run_tests, Candidate, PolicyEngine, PolicySet, TestFileReport,
-    MAX_POLICY_BYTES,
+    check, check_with, is_policy_name, is_reserved, read_policy, run_tests, Candidate, PolicyEngine, PolicySet,
+    TestFileReport, MAX_POLICY_BYTES,
 };
 pub use watcher::{watch, WatchGuard};
 
