@@ -478,6 +478,38 @@ fn spec_endpoint(body: String, content_type: &'static str) -> impl Endpoint {
     poem::endpoint::make_sync(move |_| Response::builder().content_type(content_type).body(body.clone()))
 }
 
+/// `GET`, `PUT` and `DELETE` of `/policies/reload` and `/policies/evaluate` mean the policies of
+/// those (reserved) names, but the router would send them to the `POST` operations at those
+/// paths and answer 405, which `/policies/{name}` does not declare. They are sent to
+/// `/policies/{name}` instead (the name percent-encoded, which the router matches as a parameter
+/// and the handler decodes), whose handlers authenticate, authorize, and refuse the name (400).
+fn reserved_policy_paths(req: &mut Request) {
+    if !matches!(*req.method(), Method::GET | Method::HEAD | Method::PUT | Method::DELETE) {
+        return;
+    }
+    let encoded = match req.uri().path() {
+        "/policies/reload" => "/policies/%72eload",
+        "/policies/evaluate" => "/policies/%65valuate",
+        _ => return,
+    };
+    let mut parts = req.uri().clone().into_parts();
+    let query = parts
+        .path_and_query
+        .as_ref()
+        .and_then(|pq| pq.query())
+        .map(str::to_owned);
+    let path_and_query = match query {
+        Some(q) => format!("{encoded}?{q}"),
+        None => encoded.to_owned(),
+    };
+    if let Ok(pq) = path_and_query.parse() {
+        parts.path_and_query = Some(pq);
+        if let Ok(uri) = poem::http::Uri::from_parts(parts) {
+            *req.uri_mut() = uri;
+        }
+    }
+}
+
 /// Checks every request before routing: refuses two `Authorization` headers (400) and bodies
 /// over the limit (413, before any handler reads them, whether or not a `Content-Length` was
 /// sent).
@@ -486,6 +518,7 @@ async fn guard_request<E: Endpoint>(ep: Arc<E>, mut req: Request, max: usize) ->
     if req.headers().get_all(poem::http::header::AUTHORIZATION).iter().count() > 1 {
         return Ok(ApiError::bad_request("send at most one `Authorization` header").into_response());
     }
+    reserved_policy_paths(&mut req);
     if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS)
         && req.header("content-length").is_none()
         && req.header("transfer-encoding").is_none()

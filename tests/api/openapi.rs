@@ -364,7 +364,8 @@ fn policy_source_body_is_utf8_text() {
 
 /// `reload` and `evaluate` are reserved: `/policies/reload` and `/policies/evaluate` are
 /// operations of their own. Such a file is reported as failing (never a kind), `PUT` refuses the
-/// name, and a wrong method on those paths is a 405 that names the allowed methods.
+/// name (also as `/policies/reload`: 400, as `/policies/{name}` declares), and a wrong method
+/// is a 405 that names the allowed methods.
 #[test]
 fn reserved_policy_names_and_allow_on_405() {
     let s = TestServer::start();
@@ -381,15 +382,26 @@ fn reserved_policy_names_and_allow_on_405() {
     s.get("/resources/reload", &admin).assert_problem(404);
     let auth = format!("Bearer {admin}");
     for name in ["reload", "evaluate"] {
-        let r = s.raw(
-            "PUT",
-            &format!("/policies/{name}"),
-            &[("Authorization", &auth)],
-            Some(("text/plain", b"true")),
-        );
-        assert_eq!(r.status, 405, "{r:?}");
+        let path = format!("/policies/{name}");
+        // What `/policies/{name}` declares: 400 for the reserved name, 401 without a token.
+        let r = s.raw("PUT", &path, &[("Authorization", &auth)], Some(("text/plain", b"true")));
+        let p = r.assert_problem(400);
+        assert!(p["detail"].as_str().unwrap().contains("reserved"), "{p}");
+        s.raw("GET", &path, &[("Authorization", &auth)], None)
+            .assert_problem(400);
+        s.raw("DELETE", &path, &[("Authorization", &auth)], None)
+            .assert_problem(400);
+        s.raw("GET", &path, &[], None).assert_problem(401);
+        let r = s.raw("PATCH", &path, &[("Authorization", &auth)], None);
+        r.assert_problem(405);
         assert_eq!(r.header("allow"), Some("POST"), "{r:?}");
     }
+    // The operations at those paths are untouched.
+    assert_eq!(
+        s.raw("POST", "/policies/reload", &[("Authorization", &auth)], None)
+            .status,
+        200
+    );
     let r = s.raw("DELETE", "/resources/notes", &[("Authorization", &auth)], None);
     r.assert_problem(405);
     assert_eq!(r.header("allow"), Some("GET, POST"), "{r:?}");
