@@ -1,7 +1,8 @@
 # e2e/lib.sh: shared helpers for the end-to-end parts (source it; do not run it).
 #
 #   . "$(dirname "$0")/../lib.sh"
-#   e2e_start_server            # sets and exports GATEHOUSE_URL; the server stops when the shell exits
+#   e2e_start_server [SERVE_ARGS...]  # sets and exports GATEHOUSE_URL; the server stops when the
+#                               # shell exits; SERVE_ARGS go to `gatehouse serve` (e.g. --jwt-algorithm EdDSA)
 #
 # Environment:
 #   GATEHOUSE_BIN   server binary (default: target/release/gatehouse under the repo root;
@@ -21,6 +22,18 @@ mkdir -p "$E2E_OUT"
 
 e2e_log() { printf '%s\n' "e2e: $*" >&2; }
 e2e_die() { printf '%s\n' "e2e: $*" >&2; exit 1; }
+
+# e2e_timeout SECS CMD [ARGS...]: run CMD (a program, not a shell function); past SECS seconds it
+# gets TERM, 10 s later KILL, and the reason is logged. Returns CMD's status (124 on time-out).
+e2e_timeout() {
+  local secs=$1 rc=0
+  shift
+  timeout --kill-after=10 "$secs" "$@" || rc=$?
+  if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
+    e2e_log "timed out after ${secs} s: $*"
+  fi
+  return "$rc"
+}
 
 # ---- the server -----------------------------------------------------------------------------------
 e2e_bin() {
@@ -50,7 +63,7 @@ e2e_start_server() {
     export GATEHOUSE_ADMIN_PASSWORD=$E2E_ADMIN_PASSWORD
     export RUST_LOG=${RUST_LOG:-warn}
     exec "$bin" serve --bind 127.0.0.1:0 --data-dir "$E2E_SERVER_DIR/data" \
-      --policies "$E2E_SERVER_DIR/policies"
+      --policies "$E2E_SERVER_DIR/policies" "$@"
   ) >"$E2E_SERVER_DIR/server.log" 2>&1 &
   E2E_SERVER_PID=$!
   local url
@@ -103,9 +116,11 @@ e2e_cleanup() {
   e2e_stop_server
   if [ -n "$E2E_SERVER_DIR" ] && [ -d "$E2E_SERVER_DIR" ]; then
     # Any 5xx or panic in the server log is worth seeing next to the part's result.
-    if grep -qiE 'panicked|ERROR' "$E2E_SERVER_DIR/server.log" 2>/dev/null; then
+    # (ERROR is the log level: `error=` fields of WARN lines, such as failing policies, are not.
+    # grep -m, not head: head would end grep with SIGPIPE, and pipefail would fail the part.)
+    if grep -qE 'panicked| ERROR ' "$E2E_SERVER_DIR/server.log" 2>/dev/null; then
       e2e_log "the server logged errors:"
-      grep -iE 'panicked|ERROR' "$E2E_SERVER_DIR/server.log" | head -20 | sed 's/^/  server.log: /' >&2
+      grep -m 20 -E 'panicked| ERROR ' "$E2E_SERVER_DIR/server.log" | sed 's/^/  server.log: /' >&2
     fi
     if [ "${E2E_KEEP:-0}" = 1 ]; then
       e2e_log "kept $E2E_SERVER_DIR"
@@ -117,25 +132,36 @@ e2e_cleanup() {
 }
 
 # ---- installs (pinned, cached) --------------------------------------------------------------------
-# e2e_ensure_venv VENV REQUIREMENTS: a venv with exactly the pinned requirements, rebuilt when the
-# requirements file changes.
+# e2e_ensure_venv VENV REQUIREMENTS [--exact]: a venv with the pinned requirements, rebuilt when the
+# requirements file changes. --exact: REQUIREMENTS is the whole closure (a `pip freeze`); it is
+# installed with --no-deps, so nothing unpinned comes in, and `pip check` proves it complete.
 e2e_ensure_venv() {
-  local venv=$1 req=$2 want have
+  local venv=$1 req=$2 exact=${3:-} want have
+  local -a pip_args=(--quiet --disable-pip-version-check --no-input --require-virtualenv)
+  [ "$exact" = --exact ] && pip_args+=(--no-deps)
   want=$(sha256sum "$req" | cut -d' ' -f1)
   have=$(cat "$venv/.requirements.sha256" 2>/dev/null || true)
   if [ -x "$venv/bin/python" ] && [ "$want" = "$have" ]; then
     return 0
   fi
-  e2e_log "installing $(basename "$req") into $venv"
+  command -v python3 >/dev/null 2>&1 || e2e_die "python3 not found (Python 3.11 or newer is needed)"
+  python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+    || e2e_die "python3 is $(python3 --version 2>&1); Python 3.11 or newer is needed"
+  e2e_log "installing $(basename "$req") into $venv ($(python3 --version 2>&1))"
   rm -rf "$venv"
   if ! python3 -m venv "$venv" >/dev/null 2>&1; then
     # Debian's python3 ships venv separately.
-    (apt-get update && apt-get install -y python3-venv) >/dev/null
+    (export DEBIAN_FRONTEND=noninteractive; apt-get update && apt-get install -y python3-venv) >/dev/null \
+      || e2e_die "python3 -m venv failed, and so did apt-get install python3-venv"
     rm -rf "$venv"
-    python3 -m venv "$venv"
+    python3 -m venv "$venv" || e2e_die "python3 -m venv $venv failed"
   fi
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-input \
-    --require-virtualenv -r "$req"
+  if ! e2e_timeout 900 "$venv/bin/python" -m pip install "${pip_args[@]}" -r "$req" \
+    || ! "$venv/bin/python" -m pip check --disable-pip-version-check >"$venv/pip-check.log" 2>&1; then
+    cat "$venv/pip-check.log" >&2 2>/dev/null || true
+    rm -rf "$venv"
+    e2e_die "pip could not install $req (see above)"
+  fi
   echo "$want" >"$venv/.requirements.sha256"
 }
 
@@ -149,8 +175,13 @@ e2e_ensure_node_modules() {
   if [ -d "$dir/node_modules" ] && [ "$want" = "$have" ]; then
     return 0
   fi
-  e2e_log "npm ci in $dir"
-  (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  node -e 'process.exit(Number(process.versions.node.split(".")[0]) < 20 ? 1 : 0)' \
+    || e2e_die "node is $(node --version); Node 20 or newer is needed"
+  e2e_log "npm ci in $dir (node $(node --version), npm $(npm --version))"
+  if ! (cd "$dir" && e2e_timeout 900 npm ci --no-audit --no-fund --loglevel=error >/dev/null); then
+    rm -rf "$dir/node_modules"
+    e2e_die "npm ci failed in $dir (see above)"
+  fi
   echo "$want" >"$dir/node_modules/.e2e-lock.sha256"
 }
 

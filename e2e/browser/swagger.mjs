@@ -6,6 +6,11 @@
 // runs a guarded operation with Try it out / Execute and expects 200, logs out, executes again and
 // expects 401. Every request the page makes must go to the server itself (no CDN, no validator
 // badge, nothing else); anything else is blocked and fails the test. Screenshots go to OUT_DIR.
+//
+// The browser reaches the server as http://gatehouse-e2e.test:PORT, a name that chromium's own
+// resolver maps to the server's loopback address (every other name resolves to nothing), so the page
+// runs as it does for a user on a real host name: Swagger UI skips some outside requests, such as
+// its online validator badge, only on `localhost` and `127.0.0.1` URLs.
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -16,7 +21,10 @@ const PASSWORD = process.env.GATEHOUSE_ADMIN_PASSWORD;
 const OUT = process.argv[2];
 const CHROMIUM = process.env.E2E_CHROMIUM ?? "/usr/bin/chromium";
 if (!BASE || !PASSWORD || !OUT) throw new Error("usage: GATEHOUSE_URL=... GATEHOUSE_ADMIN_PASSWORD=... node swagger.mjs OUT_DIR");
-const origin = new URL(BASE).origin;
+const server = new URL(BASE);
+const HOST = "gatehouse-e2e.test";
+const PAGE_BASE = `http://${HOST}:${server.port}`;
+const origin = new URL(PAGE_BASE).origin;
 // The operation to try: GET /users (list_users, tag Users), guarded by _users.rhai (admins only).
 const OP = { tag: "Users", id: "list_users", method: "GET", path: "/users" };
 const TIMEOUT = 15_000;
@@ -47,7 +55,7 @@ function check(cond, what) {
 const profile = mkdtempSync(join(tmpdir(), "gatehouse-e2e-chromium-"));
 let context;
 try {
-  console.log(`swagger UI in chromium against ${BASE}/docs`);
+  console.log(`swagger UI in chromium against ${PAGE_BASE}/docs (${HOST} is ${server.hostname} for this browser only)`);
   context = await chromium.launchPersistentContext(profile, {
     executablePath: CHROMIUM,
     headless: true,
@@ -60,6 +68,7 @@ try {
       "--disable-background-networking",
       "--disable-component-update",
       "--disable-sync",
+      `--host-resolver-rules=MAP ${HOST} ${server.hostname}, MAP * ~NOTFOUND`,
     ],
     viewport: { width: 1280, height: 900 },
     timeout: 60_000,
@@ -73,7 +82,8 @@ try {
     if (url.startsWith("data:") || url.startsWith("blob:") || new URL(url).origin === origin) {
       return route.continue();
     }
-    foreign.push(`${route.request().method()} ${url}`);
+    const what = `${route.request().method()} ${url}`;
+    if (!foreign.includes(what)) foreign.push(what);
     return route.abort("blockedbyclient");
   });
   context.on("request", (req) => {
@@ -141,7 +151,7 @@ try {
   };
 
   let loaded = await step("GET /docs renders Swagger UI with the gatehouse spec", async () => {
-    const resp = await page.goto(`${BASE}/docs`, { waitUntil: "load", timeout: 30_000 });
+    const resp = await page.goto(`${PAGE_BASE}/docs`, { waitUntil: "load", timeout: 30_000 });
     check(resp?.status() === 200, `GET /docs: ${resp?.status()}`);
     await page.locator(".swagger-ui .info .title").waitFor();
     const title = (await page.locator(".swagger-ui .info .title").textContent()) ?? "";

@@ -3,14 +3,17 @@
 
 Standard library only, so it runs before the fuzzing venv exists and on a machine without curl.
 
-    fuzzlib.py wait-ready LOG PID SECONDS        print the base URL once the server answers /healthz
     fuzzlib.py login BASE USER PASSWORD          print an access token (password grant)
     fuzzlib.py call BASE TOKEN METHOD PATH STATUS [JSON_BODY]
                                                  make one request; exit 1 unless it answers STATUS
                                                  (`!401`: anything but 401);
                                                  print the JSON answer's `id` if it has one
+    fuzzlib.py reload-expect-error BASE TOKEN FILE
+                                                 POST /policies/reload; exit 1 unless it answers 200
+                                                 and lists FILE among the failed files
     fuzzlib.py summarize RUN_NAME REPORT_DIR     one block per distinct failure of one run, with a
-                                                 curl command that replays it (token left as $TOKEN)
+                                                 curl command that replays it (token left as $TOKEN),
+                                                 and which operations never answered 2xx
 """
 
 from __future__ import annotations
@@ -19,10 +22,8 @@ import base64
 import glob
 import json
 import os
-import re
 import shlex
 import sys
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -40,33 +41,6 @@ def _request(method: str, url: str, token: str | None = None, body: bytes | None
             return resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read()
     except urllib.error.HTTPError as err:
         return err.code, {k.lower(): v for k, v in err.headers.items()}, err.read()
-
-
-def wait_ready(log: str, pid: str, seconds: str) -> int:
-    deadline = time.monotonic() + float(seconds)
-    base = None
-    while time.monotonic() < deadline:
-        if not os.path.exists(f"/proc/{pid}"):
-            sys.stderr.write(f"gatehouse (pid {pid}) exited before it was ready; its log:\n")
-            sys.stderr.write(open(log, encoding="utf-8", errors="replace").read())
-            return 1
-        if base is None:
-            text = open(log, encoding="utf-8", errors="replace").read()
-            m = re.search(r"listening on (http://[0-9.]+:[0-9]+)", text)
-            if m:
-                base = m.group(1)
-        if base is not None:
-            try:
-                status, _, _ = _request("GET", base + "/healthz")
-                if status == 200:
-                    print(base)
-                    return 0
-            except OSError:
-                pass
-        time.sleep(0.1)
-    sys.stderr.write(f"gatehouse did not answer /healthz within {seconds}s; its log:\n")
-    sys.stderr.write(open(log, encoding="utf-8", errors="replace").read())
-    return 1
 
 
 def login(base: str, user: str, password: str) -> int:
@@ -94,6 +68,19 @@ def call(base: str, token: str, method: str, path: str, expected: str, body: str
         return 0
     if isinstance(value, dict) and isinstance(value.get("id"), str):
         print(value["id"])
+    return 0
+
+
+def reload_expect_error(base: str, token: str, file: str) -> int:
+    status, _, answer = _request("POST", base + "/policies/reload", token=token)
+    try:
+        failed = json.loads(answer).get("failed", [])
+    except ValueError:
+        failed = []
+    if status != 200 or not any(line.startswith(file + ":") for line in failed):
+        sys.stderr.write(f"POST /policies/reload: expected 200 listing {file} as failed, got {status} "
+                         f"{answer[:300]!r}\n")
+        return 1
     return 0
 
 
@@ -148,16 +135,36 @@ def summarize(run: str, report_dir: str) -> int:
     if not ndjson or not reports:
         print(f"[{run}] no Schemathesis report in {report_dir}")
         return 1
-    report = json.load(open(reports[-1], encoding="utf-8"))
+    try:
+        report = json.load(open(reports[-1], encoding="utf-8"))
+    except ValueError:
+        # Schemathesis was stopped (time-out) before it finished the report: use what it streamed.
+        report = {"exit_code": "none (stopped)", "test_cases": {}}
     # One entry per (operation, check); each keeps its distinct messages and the first repro.
     seen: dict[tuple[str, str], dict] = {}
+    # The status codes each operation answered (any phase), to show which never got a 2xx.
+    statuses: dict[str, dict[int, int]] = {}
+    operations: set[str] = set()
     for line in open(ndjson[-1], encoding="utf-8"):
-        event = json.loads(line)
+        try:
+            event = json.loads(line)
+        except ValueError:  # a line cut off when Schemathesis was stopped
+            continue
         finished = event.get("ScenarioFinished")
-        if not finished or finished.get("status") not in ("failure", "error"):
+        if not finished:
             continue
         recorder = finished["recorder"]
         interactions = recorder.get("interactions") or {}
+        if finished.get("phase") != "stateful":
+            operations.add(recorder.get("label", "?"))
+        for case_id, interaction in interactions.items():
+            value = ((recorder.get("cases") or {}).get(case_id) or {}).get("value") or {}
+            response = interaction.get("response")
+            if value.get("method") and value.get("path") and response:
+                counts = statuses.setdefault(f"{value['method'].upper()} {value['path']}", {})
+                counts[response["status_code"]] = counts.get(response["status_code"], 0) + 1
+        if finished.get("status") not in ("failure", "error"):
+            continue
         for case_id, checks in (recorder.get("checks") or {}).items():
             for check in checks:
                 if check.get("status") != "failure":
@@ -177,6 +184,11 @@ def summarize(run: str, report_dir: str) -> int:
     print(f"[{run}] {cases.get('generated', 0)} test cases, {len(seen)} failing operation/check pairs, "
           f"{len(report.get('errors') or [])} errors, exit code {report.get('exit_code')}, "
           f"{report.get('running_time', 0):.1f}s")
+    no_2xx = [op for op in sorted(operations) if not any(200 <= code < 300 for code in statuses.get(op, {}))]
+    print(f"  2xx answers on {len(operations) - len(no_2xx)} of {len(operations)} operations"
+          + (f"; none on: " + "; ".join(
+              f"{op} ({', '.join(f'{code} x{n}' for code, n in sorted(statuses.get(op, {}).items()))})"
+              for op in no_2xx) if no_2xx else ""))
     for (operation, check), item in sorted(seen.items()):
         failure = item["failure"]
         total = sum(item["messages"].values())
@@ -205,12 +217,12 @@ def main(argv: list[str]) -> int:
         sys.stderr.write(__doc__)
         return 2
     command, args = argv[1], argv[2:]
-    if command == "wait-ready":
-        return wait_ready(*args)
     if command == "login":
         return login(*args)
     if command == "call":
         return call(*args)
+    if command == "reload-expect-error":
+        return reload_expect_error(*args)
     if command == "summarize":
         return summarize(*args)
     sys.stderr.write(__doc__)

@@ -1,9 +1,12 @@
 """Schemathesis hooks for e2e/fuzz/run.sh: mix realistic inputs into what Schemathesis generates.
 
-Two request bodies cannot be steered with dictionaries, and without help the fuzzer almost never
+A few request bodies cannot be steered with dictionaries, and without help the fuzzer almost never
 gets past their validation, so their success answers would go unchecked:
 - PUT /policies/{name} takes the policy source as text/plain: random text never compiles.
 - POST /token takes a form: random fields are never a valid grant.
+- POST /resources/{kind} and PUT /resources/{kind}/{id} take any JSON object, but the shipped
+  policies let a plain user write a note only with a string `title` (and a task only with a string
+  `assignee`, if any): random objects give the user nothing but 403.
 Each hook adds a few real values *next to* the generated ones (one_of), so the random inputs keep
 coming too. Nothing here touches responses or checks.
 """
@@ -52,3 +55,20 @@ def _token_forms() -> list[dict[str, str]]:
 @schemathesis.hook("before_generate_body").apply_to(operation_id="issue_token")
 def token_forms(context, strategy):
     return st.one_of(strategy, st.sampled_from(_token_forms()))
+
+
+# Bodies that the shipped notes.rhai and tasks.rhai let a plain user write: a string `title`,
+# sometimes `public` (others may then read it) and the fields tasks look at.
+DOCUMENT_BODIES = st.fixed_dictionaries(
+    {"title": st.text(max_size=16)},
+    optional={
+        "public": st.booleans(),
+        "assignee": st.sampled_from(["fuzzuser", "admin", "victim-user"]),
+        "items": st.lists(st.text(max_size=8), max_size=3),
+    },
+)
+
+
+@schemathesis.hook("before_generate_body").apply_to(operation_id=["create_document", "replace_document"])
+def document_bodies(context, strategy):
+    return st.one_of(strategy, DOCUMENT_BODIES)

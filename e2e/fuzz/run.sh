@@ -2,7 +2,7 @@
 # Spec fuzzing: Schemathesis against a live release gatehouse, checking every answer against the
 # OpenAPI document that the server itself serves at /openapi.json.
 #
-#   e2e/fuzz/run.sh                   # what CI runs
+#   e2e/fuzz/run.sh                   # what `e2e/run.sh fuzz` (and so `e2e/run.sh`) runs
 #   GATEHOUSE_BIN=/tmp/fuzz-bin/gatehouse e2e/fuzz/run.sh
 #
 # Environment:
@@ -12,17 +12,20 @@
 #   FUZZ_CHECKS          Schemathesis checks (default: the five response checks below); `all` adds
 #                        the request-side checks (positive/negative data, unsupported methods, ...)
 #   FUZZ_ONLY            run only the runs whose name matches this bash regex (e.g. '^admin')
+#   FUZZ_RUN_TIMEOUT     seconds one Schemathesis run may take (default 240)
 #   FUZZ_REPORT_DIR      where the reports go (default e2e/fuzz/reports, git-ignored)
-#   FUZZ_KEEP=1          keep the servers' temporary data, policy copies and logs
+#   FUZZ_KEEP=1          keep the servers' temporary data, policy copies and logs (E2E_KEEP=1)
 #
-# Needs python3 (with venv) only: Schemathesis comes from PyPI, pinned in requirements.txt, into
-# the git-ignored venv e2e/.venv-fuzz/. Exits non-zero when any run finds a failure.
+# Needs python3 (3.11+, with venv) only: Schemathesis comes from PyPI, pinned in requirements.txt
+# (the whole `pip freeze`), into the git-ignored venv e2e/.venv-fuzz/. Every run gets its own
+# server from e2e/lib.sh (e2e_start_server), in a subshell that stops it. Exits non-zero when any
+# run finds a failure.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
-ROOT=$(cd "$HERE/../.." && pwd)
-BIN=${GATEHOUSE_BIN:-$ROOT/target/release/gatehouse}
-case $BIN in /*) ;; *) BIN=$PWD/$BIN ;; esac
+. "$HERE/../lib.sh"
+ROOT=$E2E_ROOT
+BIN=$(e2e_bin)
 VENV=$ROOT/e2e/.venv-fuzz
 SEED=${FUZZ_SEED:-20261204}
 MAX_EXAMPLES=${FUZZ_MAX_EXAMPLES:-100}
@@ -30,80 +33,21 @@ MAX_EXAMPLES=${FUZZ_MAX_EXAMPLES:-100}
 # schema describes what the server accepts; FUZZ_CHECKS=all turns them on too.)
 CHECKS=${FUZZ_CHECKS:-not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,response_headers_conformance}
 REPORTS=${FUZZ_REPORT_DIR:-$HERE/reports}
-ADMIN_PASSWORD=fuzz-admin-password-1
 PY=python3
 LIB=$HERE/fuzzlib.py
-RUN_TIMEOUT=240            # seconds, per Schemathesis run (a whole pass takes about 2.5 minutes)
+RUN_TIMEOUT=${FUZZ_RUN_TIMEOUT:-240}   # seconds, per Schemathesis run (the longest takes about 30 s)
+[ "${FUZZ_KEEP:-0}" = 1 ] && export E2E_KEEP=1
 export PYTHONDONTWRITEBYTECODE=1
 
-if [ ! -x "$BIN" ]; then
-  echo "fuzz: no gatehouse binary at $BIN (build it with 'cargo build --release' or set GATEHOUSE_BIN)" >&2
-  exit 2
-fi
-
 # ---- Schemathesis, pinned, in a venv that is rebuilt whenever requirements.txt changes ------------
-ensure_venv() {
-  local want have
-  want=$(sha256sum "$HERE/requirements.txt" | cut -d' ' -f1)
-  have=$(cat "$VENV/.requirements.sha256" 2>/dev/null || true)
-  if [ -x "$VENV/bin/schemathesis" ] && [ "$want" = "$have" ]; then
-    return
-  fi
-  echo "== fuzz: installing Schemathesis into $VENV"
-  rm -rf "$VENV"
-  if ! "$PY" -m venv "$VENV" >/dev/null 2>&1; then
-    # Debian's python3 ships venv separately.
-    (apt-get update && apt-get install -y python3-venv) >/dev/null
-    rm -rf "$VENV"
-    "$PY" -m venv "$VENV"
-  fi
-  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-input \
-    -r "$HERE/requirements.txt"
-  echo "$want" >"$VENV/.requirements.sha256"
-}
-ensure_venv
+e2e_ensure_venv "$VENV" "$HERE/requirements.txt" --exact
 ST=$VENV/bin/schemathesis
 ST_VERSION=$("$ST" --version | awk '{print $NF}')
 
-# ---- servers: one fresh server per run (own data dir, own copy of policies/) ----------------------
+# Configs and per-run results; the servers' own directories are e2e/lib.sh's.
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/gatehouse-fuzz.XXXXXX")
-SERVER_PID=
-cleanup() {
-  stop_server
-  if [ "${FUZZ_KEEP:-0}" = 1 ]; then
-    echo "fuzz: kept $WORK"
-  else
-    rm -rf "$WORK"
-  fi
-}
-trap cleanup EXIT
+trap 'rm -rf "$WORK"' EXIT
 trap 'exit 130' INT TERM
-
-# start_server NAME [SERVE_ARGS...]: sets BASE and SERVER_PID. The access-token lifetime is raised
-# to two hours so that no token expires during a run (the default 15 minutes would be close on a
-# slow machine). The policy copy gets one file that does not compile, so that GET /policies and
-# POST /policies/reload also answer about a policy with an error and no loaded version.
-start_server() {
-  local dir=$WORK/$1
-  shift
-  mkdir -p "$dir"
-  cp -R "$ROOT/policies" "$dir/policies"
-  echo 'if (' >"$dir/policies/fuzzbroken.rhai"
-  GATEHOUSE_ADMIN_PASSWORD=$ADMIN_PASSWORD RUST_LOG=${RUST_LOG:-warn} \
-    "$BIN" serve --bind 127.0.0.1:0 --data-dir "$dir/data" --policies "$dir/policies" \
-    --access-token-ttl 7200 "$@" >"$dir/server.log" 2>&1 &
-  SERVER_PID=$!
-  BASE=$("$PY" "$LIB" wait-ready "$dir/server.log" "$SERVER_PID" 30)
-}
-
-# Servers run one at a time; only the one this script started is stopped, by its pid.
-stop_server() {
-  if [ -n "$SERVER_PID" ]; then
-    kill "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
-    SERVER_PID=
-  fi
-}
 
 api() { "$PY" "$LIB" call "$BASE" "$@"; }
 
@@ -169,9 +113,6 @@ EOF
 }
 
 # ---- one Schemathesis run ------------------------------------------------------------------------
-RESULTS=()
-FAILED=0
-PASSED=0
 
 # fuzz NAME TOKEN ME CONFIG [schemathesis filter options...]
 # ME is the token's user name: after the run, GET /users/ME must not be 401 (a broad run must not
@@ -183,10 +124,9 @@ fuzz() {
   local out=$REPORTS/$name
   rm -rf "$out"
   mkdir -p "$out"
-  echo "== fuzz: $name"
-  local rc=0 start=$SECONDS
+  local rc=0
   # The working directory is the run's own, so nothing (.hypothesis/) lands in the repo.
-  (cd "$WORK" && FUZZ_LOGIN_USER=fuzzuser FUZZ_LOGIN_PASSWORD=fuzzuser-password-1 timeout "$RUN_TIMEOUT" "$ST" --config-file "$config" run "$BASE/openapi.json" \
+  (cd "$WORK" && FUZZ_LOGIN_USER=fuzzuser FUZZ_LOGIN_PASSWORD=fuzzuser-password-1 timeout --kill-after=10 "$RUN_TIMEOUT" "$ST" --config-file "$config" run "$BASE/openapi.json" \
       --checks "$CHECKS" \
       --continue-on-failure \
       --request-timeout 10 \
@@ -204,17 +144,40 @@ fuzz() {
     [ "$rc" -ne 0 ] || rc=1
   fi
   if [ "$rc" -ne 0 ]; then
-    if [ "$rc" -eq 124 ]; then
+    if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
       echo "   (timed out after $RUN_TIMEOUT s)" | tee -a "$out/summary.txt"
     fi
     cat "$out/summary.txt"
     echo "   full output: $out/schemathesis.txt"
-    RESULTS+=("FAIL  $name ($((SECONDS - start)) s, exit $rc)")
-    FAILED=$((FAILED + 1))
   else
-    head -1 "$out/summary.txt"
+    sed -n '1p;/^  2xx /p' "$out/summary.txt"
+  fi
+  return "$rc"
+}
+
+# isolated NAME FUNCTION [ARGS...]: FUNCTION in a subshell of its own, so that the server it starts
+# (e2e_start_server) is stopped, and its directory removed, when the run ends; records the result.
+RESULTS=()
+FAILED=0
+PASSED=0
+isolated() {
+  local name=$1 rc=0 start=$SECONDS
+  shift
+  selected "$name" || return 0
+  echo "== fuzz: $name"
+  set +e
+  (
+    set -e
+    "$@"
+  )
+  rc=$?
+  set -e
+  if [ "$rc" -eq 0 ]; then
     RESULTS+=("ok    $name ($((SECONDS - start)) s)")
     PASSED=$((PASSED + 1))
+  else
+    RESULTS+=("FAIL  $name ($((SECONDS - start)) s, exit $rc; $REPORTS/$name/)")
+    FAILED=$((FAILED + 1))
   fi
 }
 
@@ -235,11 +198,16 @@ DESTRUCTIVE=(update_user delete_user revoke_user_tokens delete_policy)
 EXCLUDE_DESTRUCTIVE=()
 for op in "${DESTRUCTIVE[@]}"; do EXCLUDE_DESTRUCTIVE+=(--exclude-operation-id "$op"); done
 
-# prepare_server NAME [SERVE_ARGS...]: a fresh server with the users and documents the runs refer
-# to. Sets ADMIN_TOKEN, USER_TOKEN, OPERATOR_TOKEN and DOC_IDS.
+# prepare_server [SERVE_ARGS...]: a fresh server (e2e_start_server; it stops when the calling
+# subshell exits) with the users and documents the runs refer to, and one policy file that does not
+# compile, so that GET /policies and POST /policies/reload also answer about a policy with an error
+# and no loaded version. Sets BASE, ADMIN_TOKEN, USER_TOKEN, OPERATOR_TOKEN and DOC_IDS.
 prepare_server() {
-  start_server "$@"
-  ADMIN_TOKEN=$("$PY" "$LIB" login "$BASE" admin "$ADMIN_PASSWORD")
+  e2e_start_server "$@"
+  BASE=$GATEHOUSE_URL
+  ADMIN_TOKEN=$("$PY" "$LIB" login "$BASE" admin "$E2E_ADMIN_PASSWORD")
+  echo 'if (' >"$E2E_SERVER_DIR/policies/fuzzbroken.rhai"
+  "$PY" "$LIB" reload-expect-error "$BASE" "$ADMIN_TOKEN" fuzzbroken.rhai
   add_user "$ADMIN_TOKEN" fuzzuser fuzzuser-password-1 user
   # A second admin that the fuzzer is never told about: it authenticates the runs that may
   # disable, delete or log out `admin` itself.
@@ -255,23 +223,29 @@ prepare_server() {
   DOC_IDS="\"$a\", \"$b\", \"$c\""
 }
 
-mkdir -p "$REPORTS"
-echo "== fuzz: Schemathesis $ST_VERSION, seed $SEED, $MAX_EXAMPLES examples per operation, binary $BIN"
-echo "   checks: $CHECKS"
-T0=$SECONDS
+# ---- the runs: each NAME below is one `isolated` run with a server of its own ----------------------
+
+# 0. regressions: one fixed request per way each finding showed up (regressions.py), with the same
+# checks; deterministic and about a second.
+run_regressions() {
+  prepare_server
+  local out=$REPORTS/regressions
+  rm -rf "$out"
+  mkdir -p "$out"
+  timeout --kill-after=10 "$RUN_TIMEOUT" "$VENV/bin/python" "$HERE/regressions.py" \
+    "$BASE" "$ADMIN_TOKEN" "$USER_TOKEN" "$E2E_SERVER_DIR/policies" 2>&1 | tee "$out/regressions.txt" | sed 's/^/   /'
+}
 
 # 1, 2. Every operation but the destructive ones, as admin and as a plain user, with all phases
 # (examples, coverage, fuzzing, and stateful: chains along the links Schemathesis infers from
 # Location headers and from the data one operation returns and another takes).
-for role in admin user; do
-  name=$role
-  selected "$name" || continue
-  prepare_server "$name"
-  if [ $role = admin ]; then token=$ADMIN_TOKEN; me=admin; else token=$USER_TOKEN; me=fuzzuser; fi
-  write_config "$WORK/$name.toml" '"admin", "fuzzuser", "victim-user", "nobody"' 0.7 "$DOC_IDS"
-  fuzz "$name" "$token" "$me" "$WORK/$name.toml" "${EXCLUDE_DESTRUCTIVE[@]}"
-  stop_server
-done
+run_broad() {
+  local role=$1 token me
+  prepare_server
+  if [ "$role" = admin ]; then token=$ADMIN_TOKEN; me="admin"; else token=$USER_TOKEN; me="fuzzuser"; fi
+  write_config "$WORK/$role.toml" '"admin", "fuzzuser", "victim-user", "nobody"' 0.7 "$DOC_IDS"
+  fuzz "$role" "$token" "$me" "$WORK/$role.toml" "${EXCLUDE_DESTRUCTIVE[@]}"
+}
 
 # 3, 4. The user-changing operations against other users (the built-in `admin` among them), next to
 # the operations that create and read users so that chains reach them. The admin side runs as
@@ -293,61 +267,69 @@ responses = false'
 USER_OPS=(--include-operation-id create_user --include-operation-id get_user
           --include-operation-id update_user --include-operation-id delete_user
           --include-operation-id revoke_user_tokens)
-for role in admin user; do
-  name=$role-user-changes
-  selected "$name" || continue
-  prepare_server "$name"
-  if [ $role = admin ]; then token=$OPERATOR_TOKEN; me=fuzz-operator; else token=$USER_TOKEN; me=fuzzuser; fi
+run_user_changes() {
+  local role=$1 name=$1-user-changes token me
+  prepare_server
+  if [ "$role" = admin ]; then token=$OPERATOR_TOKEN; me=fuzz-operator; else token=$USER_TOKEN; me=fuzzuser; fi
   write_config "$WORK/$name.toml" '"admin", "victim-user", "victim-admin", "nobody"' 0.8 "$DOC_IDS" "$NO_POOL"
   fuzz "$name" "$token" "$me" "$WORK/$name.toml" "${USER_OPS[@]}"
-  stop_server
-done
+}
 
 # 5, 6. Deleting policies, next to the operations that read and write them. Deleting one changes
 # what the others answer (403 once `_policies` is gone): every answer is still checked.
 POLICY_OPS=(--include-operation-id delete_policy --include-operation-id get_policy_source
             --include-operation-id put_policy --include-operation-id get_policy_history
             --include-operation-id list_policies)
-for role in admin user; do
-  name=$role-policy-deletes
-  selected "$name" || continue
-  prepare_server "$name"
-  if [ $role = admin ]; then token=$ADMIN_TOKEN; me=admin; else token=$USER_TOKEN; me=fuzzuser; fi
+run_policy_deletes() {
+  local role=$1 name=$1-policy-deletes token me
+  prepare_server
+  if [ "$role" = admin ]; then token=$ADMIN_TOKEN; me="admin"; else token=$USER_TOKEN; me="fuzzuser"; fi
   write_config "$WORK/$name.toml" '"admin"' 0.7 "$DOC_IDS"
   fuzz "$name" "$token" "$me" "$WORK/$name.toml" "${POLICY_OPS[@]}"
-  stop_server
-done
+}
 
 # 7-12. The caller acting on themselves, one operation per run on a fresh server: the first
 # request that succeeds ends the token (that is the documented behaviour), and every later answer
 # must be a conformant 401. Fewer examples: after the first success there is little left to learn.
-for role in admin user; do
-  for op in update_user delete_user revoke_user_tokens; do
-    name=$role-self-$op
-    selected "$name" || continue
-    prepare_server "$name"
-    if [ $role = admin ]; then token=$ADMIN_TOKEN; me=admin; else token=$USER_TOKEN; me=fuzzuser; fi
-    write_config "$WORK/$name.toml" "\"$me\"" 1.0 "$DOC_IDS"
-    fuzz "$name" "$token" - "$WORK/$name.toml" --include-operation-id "$op" --max-examples 25
-    stop_server
-  done
-done
+run_self() {
+  local role=$1 op=$2 name=$1-self-$2 token me
+  prepare_server
+  if [ "$role" = admin ]; then token=$ADMIN_TOKEN; me="admin"; else token=$USER_TOKEN; me="fuzzuser"; fi
+  write_config "$WORK/$name.toml" "\"$me\"" 1.0 "$DOC_IDS"
+  fuzz "$name" "$token" - "$WORK/$name.toml" --include-operation-id "$op" --max-examples 25
+}
 
 # 13. The key operations with an asymmetric algorithm: with the default HS256 the JWKS is empty,
 # so its keys (and rotation that adds one) are only seen here.
-name=admin-eddsa-keys
-if selected "$name"; then
-  prepare_server "$name" --jwt-algorithm EdDSA
+run_eddsa_keys() {
+  local name=admin-eddsa-keys
+  prepare_server --jwt-algorithm EdDSA
   write_config "$WORK/$name.toml" '"admin"' 0.7 "$DOC_IDS"
   fuzz "$name" "$ADMIN_TOKEN" admin "$WORK/$name.toml" \
     --include-operation-id get_jwks --include-operation-id get_openid_configuration \
     --include-operation-id rotate_keys --include-operation-id issue_token \
     --include-operation-id revoke_token
-  stop_server
-fi
+}
+
+mkdir -p "$REPORTS"
+echo "== fuzz: Schemathesis $ST_VERSION, seed $SEED, $MAX_EXAMPLES examples per operation, binary $BIN"
+echo "   checks: $CHECKS"
+T0=$SECONDS
+
+isolated regressions run_regressions
+for role in admin user; do isolated "$role" run_broad "$role"; done
+for role in admin user; do isolated "$role-user-changes" run_user_changes "$role"; done
+for role in admin user; do isolated "$role-policy-deletes" run_policy_deletes "$role"; done
+for role in admin user; do
+  for op in update_user delete_user revoke_user_tokens; do
+    isolated "$role-self-$op" run_self "$role" "$op"
+  done
+done
+isolated admin-eddsa-keys run_eddsa_keys
 
 echo
 echo "== fuzz summary (Schemathesis $ST_VERSION, seed $SEED, $((SECONDS - T0)) s; reports in $REPORTS)"
 for line in "${RESULTS[@]}"; do echo "   $line"; done
+[ "${#RESULTS[@]}" -gt 0 ] || e2e_die "FUZZ_ONLY='${FUZZ_ONLY:-}' selects no run"
 echo "fuzz: $PASSED passed, $FAILED failed"
 [ "$FAILED" -eq 0 ]

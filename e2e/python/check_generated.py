@@ -11,7 +11,15 @@ For every operation of the spec:
     string, nothing for an empty body. A JSON body parsed into `Any`/`dict` where the spec names a
     schema, or a declared status the generator dropped, is a failure;
   * the annotated return type of `sync` names those models, not `Any`, except for statuses that
-    the spec declares without a body (the generator types an empty body as `Any`).
+    the spec declares without a body (the generator types an empty body as `Any`);
+  * every 4xx/5xx response has a body with a named schema, `application/problem+json` except for
+    the token endpoints (`/token*`, RFC 6749 §5.2).
+And for the models:
+  * every schema of `components.schemas` has its model class;
+  * no other model class is a copy of one of them (same fields under another name, as the
+    generator makes for a property written `allOf: [{$ref}, {description}]`): SDK users would get
+    two incompatible classes for one thing;
+  * no model field is annotated `Any` (only the free-form `additional_properties` may hold `Any`).
 Exits 1 with one line per problem.
 """
 
@@ -62,6 +70,17 @@ def main() -> int:
             for fn in ("sync", "sync_detailed", "asyncio", "asyncio_detailed"):
                 if not callable(getattr(mod, fn, None)):
                     problems.append(f"{where}: `{mod_name}.{fn}` is missing")
+            for media, media_obj in ((op.get("requestBody") or {}).get("content") or {}).items():
+                base = media.split(";")[0].strip().lower()
+                raw = base not in {"application/json", "application/x-www-form-urlencoded", "multipart/form-data"}
+                schema = media_obj.get("schema", {})
+                if raw and not base.endswith("+json") and schema.get("format") != "binary":
+                    problems.append(
+                        f"{where}: request body {media} has schema {schema!r}; openapi-python-client sends a "
+                        "raw (non-JSON, non-form) body only as a `File` (generator.yaml maps `text/plain` "
+                        "to application/octet-stream), which needs `{type: string, format: binary}`: with "
+                        "this schema the generated code calls `body.payload` on a `str`"
+                    )
             src = inspect.getsource(mod._parse_response)
             try:
                 ret = typing.get_type_hints(mod.sync)["return"]
@@ -72,6 +91,18 @@ def main() -> int:
             arm_names = {getattr(a, "__name__", repr(a)) for a in arms}
             any_allowed = False
             for status, resp in op["responses"].items():
+                if status[0] in "45":
+                    # Errors are typed: a body with a named schema, problem+json except for the
+                    # token endpoints (RFC 6749 §5.2 errors).
+                    err_content = resp.get("content") or {}
+                    oauth = path.startswith("/token")
+                    if not err_content:
+                        problems.append(f"{where}: error {status} is declared without a body (untyped error)")
+                    for media, media_obj in err_content.items():
+                        if "$ref" not in media_obj.get("schema", {}):
+                            problems.append(f"{where}: error {status} ({media}) has no named schema")
+                        if not oauth and media.split(";")[0].strip() != "application/problem+json":
+                            problems.append(f"{where}: error {status} is {media}, not application/problem+json")
                 m = re.search(
                     rf"if response\.status_code == {status}:\n(.*?)return response_{status}",
                     src,
@@ -101,10 +132,18 @@ def main() -> int:
                         problems.append(
                             f"{where}: `sync` is annotated {ret!r}, which does not name `{want}`"
                         )
-                elif schema.get("type") == "string":
-                    if "response.text" not in body and "response.content" not in body:
+                elif schema.get("type") == "string" and schema.get("format") == "binary":
+                    if "File(" not in body or "response.content" not in body:
                         problems.append(
-                            f"{where}: response {status} is a string, parsed as {body.strip()!r}"
+                            f"{where}: response {status} is bytes (format: binary), parsed as {body.strip()!r}"
+                        )
+                elif schema.get("type") == "string":
+                    # Text is `response.text`; `cast(str, response.content)` would be bytes typed `str`.
+                    if "response.text" not in body:
+                        problems.append(
+                            f"{where}: response {status} ({media}) is text, parsed as {body.strip()!r}"
+                            + (" (bytes typed `str`: a content_type_overrides entry of generator.yaml "
+                               "matches this response's media type)" if "response.content" in body else "")
                         )
                 else:
                     problems.append(
@@ -120,6 +159,8 @@ def main() -> int:
     for extra in sorted(set(modules) - op_ids):
         problems.append(f"module `{extra}` matches no operationId of the spec")
 
+    problems += check_models(spec, pkg)
+
     print(
         "methods: "
         + ", ".join(f"{m.parent.name}.{name}.sync" for name, m in sorted(modules.items()))
@@ -131,6 +172,46 @@ def main() -> int:
         f"{len(problems)} problem(s)"
     )
     return 1 if problems else 0
+
+
+def check_models(spec: dict[str, Any], pkg: str) -> list[str]:
+    problems: list[str] = []
+    models = importlib.import_module(f"{pkg}.models")
+    classes = {
+        name: cls
+        for name in getattr(models, "__all__", [])
+        if inspect.isclass(cls := getattr(models, name)) and hasattr(cls, "__attrs_attrs__")
+    }
+    wire_names: dict[str, frozenset[str]] = {}
+    for name, cls in classes.items():
+        try:
+            # Models import each other under TYPE_CHECKING only: resolve in the package namespace.
+            hints = typing.get_type_hints(cls, globalns={**vars(models), **vars(sys.modules[cls.__module__])})
+        except Exception as e:  # noqa: BLE001
+            problems.append(f"model `{name}`: its annotations do not resolve: {e!r}")
+            continue
+        for field in cls.__attrs_attrs__:
+            if field.name != "additional_properties" and hints.get(field.name) is Any:
+                problems.append(f"model `{name}`.{field.name} is annotated `Any`")
+        # The JSON property names of the model (from an empty-ish to_dict of its fields).
+        wire_names[name] = frozenset(f.name for f in cls.__attrs_attrs__ if f.name != "additional_properties")
+    schemas: dict[str, Any] = spec.get("components", {}).get("schemas", {})
+    for schema_name, schema in schemas.items():
+        cls_name = class_name(schema_name)
+        if schema.get("type") == "object" and cls_name not in classes:
+            problems.append(f"schema `{schema_name}` has no model class (the generator dropped it)")
+    named = {class_name(n) for n in schemas}
+    for name, fields in sorted(wire_names.items()):
+        if name in named or not fields:
+            continue
+        twins = sorted(n for n in named if n in wire_names and wire_names[n] == fields)
+        if twins:
+            problems.append(
+                f"model `{name}` is a copy of `{twins[0]}` (same fields under another name): a property "
+                f"of the spec refers to schema `{twins[0]}` through a wrapper (e.g. `allOf: [{{$ref}}, "
+                "{description}]`) instead of a plain `$ref`"
+            )
+    return problems
 
 
 if __name__ == "__main__":

@@ -2,13 +2,19 @@
 // (generated/schema.d.ts, made by e2e/ts/run.sh from the committed openapi/openapi.json) and the
 // openapi-fetch runtime. No hand-written request or response types.
 //
-//   GATEHOUSE_URL=http://127.0.0.1:PORT GATEHOUSE_ADMIN_PASSWORD=... node build/scenario.js
+//   GATEHOUSE_URL=http://127.0.0.1:PORT GATEHOUSE_ADMIN_PASSWORD=... GATEHOUSE_SPEC=openapi/openapi.json \
+//     node build/scenario.js
 //
 // The type check (`tsc --noEmit`, strict) is half of the proof: every `assertType<...>` below
 // fails to compile when a response the scenario uses is typed `any`/`unknown` instead of its
-// schema, or when a declared error type is missing.
+// schema, or when a declared error type is missing. Independently of the generated types, every
+// answer is checked against the spec itself (conformance.ts, as an openapi-fetch middleware): an
+// undeclared status or content type, a `null` the schema does not allow, an undeclared property or
+// a missing required header fails the step that received it.
+import { readFileSync } from "node:fs";
 import { isDeepStrictEqual } from "node:util";
-import createClient from "openapi-fetch";
+import createClient, { type Middleware } from "openapi-fetch";
+import { Conformance, type Spec } from "./conformance.js";
 import type { components, paths } from "./generated/schema.js";
 
 type S = components["schemas"];
@@ -24,9 +30,22 @@ function assertType<T extends true>(..._: T extends true ? [] : [never]): void {
 // ---- runtime checks --------------------------------------------------------------------------------
 const BASE = process.env.GATEHOUSE_URL ?? "";
 const ADMIN_PASSWORD = process.env.GATEHOUSE_ADMIN_PASSWORD ?? "";
-if (BASE === "" || ADMIN_PASSWORD === "") {
-  throw new Error("GATEHOUSE_URL and GATEHOUSE_ADMIN_PASSWORD must be set");
+const SPEC = process.env.GATEHOUSE_SPEC ?? "";
+if (BASE === "" || ADMIN_PASSWORD === "" || SPEC === "") {
+  throw new Error("GATEHOUSE_URL, GATEHOUSE_ADMIN_PASSWORD and GATEHOUSE_SPEC must be set");
 }
+const conformance = new Conformance(JSON.parse(readFileSync(SPEC, "utf8")) as Spec);
+/** What conformance.ts found in the answers so far; each step fails on the findings of its own calls. */
+const violations: string[] = [];
+const checkAgainstSpec: Middleware = {
+  async onResponse({ request, response, schemaPath }) {
+    const body = await response.clone().text();
+    violations.push(...conformance.check(request.method, schemaPath, response.status, response.headers, body));
+    return undefined;
+  },
+};
+/** No call may hang the run: every request gives up after 10 s (fetch's default is no limit). */
+const fetchWithTimeout = (input: Request): Promise<Response> => fetch(input, { signal: AbortSignal.timeout(10_000) });
 const SUFFIX = String(Date.now()).slice(-9);
 const ANN = `ann-${SUFFIX}`;
 const ANN_PASSWORD = "ann-password-1";
@@ -42,15 +61,22 @@ const passed: string[] = [];
 const failed: string[] = [];
 async function step(name: string, fn: () => Promise<void>): Promise<void> {
   const t0 = performance.now();
+  const seen = violations.length;
   try {
     await fn();
-    passed.push(name);
-    console.log(`  ok    ${name} (${Math.round(performance.now() - t0)} ms)`);
+    if (violations.length > seen) {
+      failed.push(name);
+      console.log(`  FAIL  ${name}: the server answered outside the spec:`);
+    } else {
+      passed.push(name);
+      console.log(`  ok    ${name} (${Math.round(performance.now() - t0)} ms)`);
+    }
   } catch (e) {
     failed.push(name);
     const msg = e instanceof Error ? `${e.constructor.name}: ${e.message}` : String(e);
     console.log(`  FAIL  ${name}: ${msg}`);
   }
+  for (const v of new Set(violations.slice(seen))) console.log(`          spec: ${v}`);
 }
 
 interface Answer {
@@ -78,8 +104,21 @@ function expectProblem(a: Answer & { error?: S["Problem"] }, status: number): S[
   return p;
 }
 
-const anon = createClient<paths>({ baseUrl: BASE });
-const as = (token: string) => createClient<paths>({ baseUrl: BASE, headers: { Authorization: `Bearer ${token}` } });
+function client(headers: Record<string, string> = {}) {
+  const c = createClient<paths>({ baseUrl: BASE, headers, fetch: fetchWithTimeout });
+  c.use(checkAgainstSpec);
+  return c;
+}
+const anon = client();
+const clients = new Map<string, ReturnType<typeof client>>();
+function as(token: string): ReturnType<typeof client> {
+  let c = clients.get(token);
+  if (c === undefined) {
+    c = client({ Authorization: `Bearer ${token}` });
+    clients.set(token, c);
+  }
+  return c;
+}
 const FORM = { "Content-Type": "application/x-www-form-urlencoded" } as const;
 
 async function issue(body: S["TokenRequest"]) {
@@ -209,26 +248,12 @@ await step("list_documents: ann lists `notes` -> 200 DocumentPage with the note"
     params: { path: { kind: "notes" }, query: { limit: 10 } },
   });
   assertType<Equal<NonNullable<typeof a.data>, S["DocumentPage"]>>();
-  assertType<Equal<NonNullable<typeof a.data>["next"], string | undefined>>();
+  // The contract (DESIGN.md): `"next": cursor|null`, so the type must admit null.
+  assertType<Equal<NonNullable<typeof a.data>["next"], string | null | undefined>>();
   expectStatus(a, 200, "application/json");
   check(a.data !== undefined, "no page");
   check(JSON.stringify(a.data.items.map((d) => d.id)) === JSON.stringify([doc.id]), `items ${JSON.stringify(a.data.items)}`);
   state.page = a.data;
-});
-
-await step("DocumentPage.next / UserPage.next at the last page hold what their type says (`string | undefined`)", async () => {
-  // The spec declares `next` optional and not nullable: the type is `next?: string`. A `null`
-  // breaks callers that trust it (`if (page.next !== undefined) page.next.length`).
-  const users = await as(need("admin").access_token).GET("/users");
-  const bad: string[] = [];
-  for (const [name, value] of [["DocumentPage.next", need("page").next], ["UserPage.next", users.data?.next]] as const) {
-    if (!(value === undefined || typeof value === "string")) bad.push(`${name} is ${JSON.stringify(value)}`);
-  }
-  check(
-    bad.length === 0,
-    `${bad.join("; ")}: the server sends \`"next": null\`, the spec declares \`next: {type: string}\` ` +
-      "(not nullable), so the typed client holds a value its type excludes",
-  );
 });
 
 await step("create_document: a note without a string `title` -> 403 Problem with the policy's reason", async () => {
@@ -315,6 +340,64 @@ await step("revoke_token: a refresh token; it can no longer be used", async () =
   const r = await issue({ grant_type: "refresh_token", refresh_token: tok.refresh_token });
   expectStatus(r, 400, "application/json");
   check(r.error?.error === "invalid_grant", `error ${JSON.stringify(r.error)}`);
+});
+
+// ---- the policy API: typed results and typed errors beyond `Problem` ---------------------------------
+await step("evaluate_policy: admin dry-runs a note without a title -> 200 EvalResult deny with the reason", async () => {
+  const a = await as(need("admin").access_token).POST("/policies/evaluate", {
+    body: { kind: "notes", action: "create", claims: { sub: ANN, roles: ["user"] }, resource: { data: { items: [] } } },
+  });
+  assertType<Equal<NonNullable<typeof a.data>, S["EvalResult"]>>();
+  assertType<Equal<NonNullable<typeof a.error>, S["Problem"] | S["PolicyProblem"]>>();
+  assertType<Equal<NonNullable<typeof a.data>["outcome"], S["OutcomeView"]>>();
+  expectStatus(a, 200, "application/json");
+  const r = a.data;
+  check(r !== undefined && r.allow === false && r.outcome === "deny", `result ${JSON.stringify(r)}`);
+  check(r.reason === "a note needs a string `title`", `reason ${JSON.stringify(r.reason)}`);
+});
+
+// openapi-fetch serializes every body as JSON unless told otherwise: a text/plain body needs its
+// own serializer (and its Content-Type).
+const TEXT = { bodySerializer: (b: string) => b, headers: { "Content-Type": "text/plain; charset=utf-8" } } as const;
+
+await step("put_policy: a new kind from text -> 201 PolicyView + ETag; get_policy_source -> the text; stale If-Match -> 412", async () => {
+  const admin = as(need("admin").access_token);
+  const name = `todos_${SUFFIX}`;
+  const source = 'if action == "create" || action == "list" { true } else { resource.owner == claims.sub }\n';
+  const a = await admin.PUT("/policies/{name}", { params: { path: { name } }, body: source, ...TEXT });
+  assertType<Equal<NonNullable<typeof a.data>, S["PolicyView"]>>();
+  assertType<Equal<NonNullable<typeof a.error>, S["Problem"] | S["PolicyProblem"]>>();
+  expectStatus(a, 201, "application/json");
+  check(a.data?.name === name && a.data.is_kind, `policy ${JSON.stringify(a.data)}`);
+  check((a.response.headers.get("etag") ?? "") !== "", "no ETag");
+  // GET /policies/{name}: the source comes back as text, with the same ETag. openapi-fetch parses
+  // every body as JSON unless told otherwise (its `parseAs` does not follow the media type); the
+  // spec's type of this answer (`string`) is asserted in generated/audit.ts.
+  const src = await admin.GET("/policies/{name}", { params: { path: { name } }, parseAs: "text" });
+  check(src.response.status === 200 && src.data === source, `source ${src.response.status} ${JSON.stringify(src.data)}`);
+  check(src.response.headers.get("etag") === a.response.headers.get("etag"), "ETag of GET differs from PUT's");
+  const stale = await admin.PUT("/policies/{name}", {
+    params: { path: { name }, header: { "If-Match": '"0000000000000000"' } },
+    body: "true\n",
+    ...TEXT,
+  });
+  expectProblem(stale, 412);
+  // The new kind is live at once.
+  const list = await as(need("ann").access_token).GET("/resources/{kind}", { params: { path: { kind: name } } });
+  expectStatus(list, 200, "application/json");
+});
+
+await step("put_policy: a `tasks` edit that fails its tests -> 422 PolicyProblem listing the failing cases", async () => {
+  const a = await as(need("admin").access_token).PUT("/policies/{name}", {
+    params: { path: { name: "tasks" } },
+    body: "true\n",
+    ...TEXT,
+  });
+  expectStatus(a, 422, "application/problem+json");
+  const p = a.error;
+  check(p !== undefined && "errors" in p, `problem ${JSON.stringify(p)}`);
+  check(p.status === 422 && p.type === "urn:gatehouse:problem:policy-rejected", `problem ${JSON.stringify(p)}`);
+  check(p.errors.length > 0 && p.errors.every((e) => typeof e === "string"), `errors ${JSON.stringify(p.errors)}`);
 });
 
 console.log(`typescript SDK scenario: ${passed.length} passed, ${failed.length} failed`);
