@@ -31,8 +31,10 @@ for arg in "${@:-all}"; do
     *) echo "usage: e2e/run.sh [python|ts|browser|fuzz|all]..." >&2; exit 2 ;;
   esac
 done
-# Fail early, once, when there is no server to test.
-e2e_bin >/dev/null
+# Fail early, once, when there is no server to test; the parts run in their own directories, so
+# a relative GATEHOUSE_BIN is made absolute here.
+GATEHOUSE_BIN=$(e2e_bin)
+export GATEHOUSE_BIN
 
 results=()
 n_pass=0

@@ -428,7 +428,6 @@ async fn request_context<E: Endpoint>(ep: Arc<E>, mut req: Request, obs: Arc<Obs
     let id = client_request_id(&req).unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
     let method = req.method().clone();
     let uri = req.uri().clone();
-    let path_route = RouteNames::path_route(uri.path());
     let span = tracing::info_span!("request", request_id = %id, method = %method, path = %req.uri().path());
     let ctx = Arc::new(RequestContext {
         id,
@@ -447,7 +446,7 @@ async fn request_context<E: Endpoint>(ep: Arc<E>, mut req: Request, obs: Arc<Obs
         }
     }
     let operation = resp.data::<poem_openapi::OperationId>().map(|op| op.0);
-    let (method_label, route) = obs.routes.label(operation, &method, path_route);
+    let (method_label, route) = obs.routes.label(operation, &method, uri.path());
     let elapsed = started.elapsed();
     obs.metrics.observe_request(method_label, route, resp.status(), elapsed);
     span.in_scope(|| {

@@ -342,6 +342,16 @@ impl Application {
     /// `shutdown_timeout` seconds), stops the watcher, writes out the decision log and flushes
     /// the store.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), AppError> {
+        self.run_or_force(shutdown, std::future::pending()).await
+    }
+
+    /// As [`run`](Self::run), but when `force` completes while requests are still being
+    /// finished, stops waiting for them (then stops the watcher and flushes as usual).
+    pub async fn run_or_force(
+        self,
+        shutdown: impl Future<Output = ()> + Send,
+        force: impl Future<Output = ()> + Send,
+    ) -> Result<(), AppError> {
         let acceptor =
             poem::listener::TcpAcceptor::from_tokio(self.listener).map_err(|e| AppError::Io(e.to_string()))?;
         let store = self.state.store.clone();
@@ -375,9 +385,18 @@ impl Application {
                 "shutting down: no new connections; in-flight requests get up to {grace} s"
             );
         };
-        let served = poem::Server::new_with_acceptor(acceptor)
-            .run_with_graceful_shutdown(self.endpoint, shutdown, Some(Duration::from_secs(grace)))
-            .await;
+        let server = poem::Server::new_with_acceptor(acceptor).run_with_graceful_shutdown(
+            self.endpoint,
+            shutdown,
+            Some(Duration::from_secs(grace)),
+        );
+        let served = tokio::select! {
+            served = server => served,
+            () = force => {
+                tracing::warn!("second signal: stopping without waiting for requests in flight");
+                Ok(())
+            }
+        };
         drop(self.watch);
         pruner.abort();
         // Joins the writer thread after it has flushed every queued record.

@@ -222,10 +222,12 @@ fn run<P: Plugins>(cli: Cli, plugins: P) -> Result<ExitCode, String> {
 }
 
 /// Builds the server with `plugins`, prints the startup banner (address, docs, admin password
-/// when generated, policies loaded and failed) and serves until SIGINT or SIGTERM. This is
+/// when generated, policies loaded and failed) and serves until SIGINT or SIGTERM (a second
+/// signal stops it without waiting for requests in flight). This is
 /// `gatehouse serve`; call it from your own `#[tokio::main]` (multi-threaded runtime) when you
 /// do not want the whole command line.
 pub async fn serve<P: Plugins>(settings: Settings, plugins: P) -> Result<(), AppError> {
+    let signals = Signals::listen();
     let app = Application::build_with_plugins(settings.clone(), plugins).await?;
     let addr = app.local_addr();
     match app.admin_bootstrap() {
@@ -263,32 +265,58 @@ pub async fn serve<P: Plugins>(settings: Settings, plugins: P) -> Result<(), App
         println!("  policy error: {}", f.error.as_deref().unwrap_or_default());
     }
     println!("  plugins:  {}", app.plugin_names().join(", "));
-    app.run(shutdown_signal()).await?;
+    // The first signal stops gracefully; a second one stops without waiting for requests.
+    app.run_or_force(signals.clone().count(1), signals.count(2)).await?;
     println!("gatehouse stopped");
     Ok(())
 }
 
+/// SIGINT and SIGTERM, listened to from the moment this is made (inside a tokio runtime), so
+/// that a signal during startup stops the server as soon as it is up instead of killing it.
+#[derive(Debug, Clone)]
+pub struct Signals(tokio::sync::watch::Receiver<u32>);
+
+impl Signals {
+    /// Starts listening.
+    pub fn listen() -> Self {
+        let (tx, rx) = tokio::sync::watch::channel(0u32);
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let mut term = signal(SignalKind::terminate()).ok();
+            let mut int = signal(SignalKind::interrupt()).ok();
+            tokio::spawn(async move {
+                loop {
+                    let got = tokio::select! {
+                        Some(()) = async { term.as_mut()?.recv().await } => true,
+                        Some(()) = async { int.as_mut()?.recv().await } => true,
+                        else => false,
+                    };
+                    if !got {
+                        break;
+                    }
+                    tx.send_modify(|n| *n += 1);
+                }
+            });
+        }
+        #[cfg(not(unix))]
+        tokio::spawn(async move {
+            while tokio::signal::ctrl_c().await.is_ok() {
+                tx.send_modify(|n| *n += 1);
+            }
+        });
+        Self(rx)
+    }
+
+    /// Completes once `n` signals have arrived in all.
+    pub async fn count(mut self, n: u32) {
+        let _ = self.0.wait_for(|got| *got >= n).await;
+    }
+}
+
 /// Completes on SIGINT or SIGTERM.
 pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
-    tracing::info!("shutting down");
+    Signals::listen().count(1).await;
 }
 
 async fn keys_command(settings: Settings, cmd: KeysCommand) -> Result<ExitCode, String> {

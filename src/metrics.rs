@@ -303,9 +303,11 @@ impl RouteNames {
         Self(out)
     }
 
-    /// The methods of the operations whose path template matches `path` (for `Allow` on a 405),
-    /// in a fixed order.
-    pub fn allowed(&self, path: &str) -> Vec<&'static str> {
+    /// The operations whose path template is the one `path` names, as the router picks it: a
+    /// template matches when its segments are the path's, `{param}` standing for any non-empty
+    /// segment; of those, the router prefers a literal segment to a parameter, segment by
+    /// segment, so only the most literal ones count.
+    fn matching(&self, path: &str) -> Vec<&(Method, String)> {
         let segments: Vec<&str> = path.split('/').collect();
         let matches = |template: &str| {
             let t: Vec<&str> = template.split('/').collect();
@@ -314,21 +316,18 @@ impl RouteNames {
                     .zip(&segments)
                     .all(|(t, s)| t == s || (t.starts_with('{') && t.ends_with('}') && !s.is_empty()))
         };
-        // The router prefers a literal segment to a parameter, segment by segment: only the
-        // most literal matching template is the resource the path names.
         let literal = |template: &str| -> Vec<bool> { template.split('/').map(|t| !t.starts_with('{')).collect() };
-        let best = self
-            .0
-            .values()
-            .filter(|(_, template)| matches(template))
-            .map(|(_, template)| literal(template))
-            .max();
-        let mut out: Vec<&'static str> = self
-            .0
-            .values()
-            .filter(|(_, template)| matches(template) && Some(literal(template)) == best)
-            .map(|(m, _)| method_label(m))
-            .collect();
+        let candidates: Vec<&(Method, String)> = self.0.values().filter(|(_, t)| matches(t)).collect();
+        let best = candidates.iter().map(|(_, t)| literal(t)).max();
+        candidates
+            .into_iter()
+            .filter(|(_, t)| Some(literal(t)) == best)
+            .collect()
+    }
+
+    /// The methods of the operations at `path` (for `Allow` on a 405), in a fixed order.
+    pub fn allowed(&self, path: &str) -> Vec<&'static str> {
+        let mut out: Vec<&'static str> = self.matching(path).into_iter().map(|(m, _)| method_label(m)).collect();
         out.sort_by_key(|m| {
             ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
                 .iter()
@@ -350,17 +349,18 @@ impl RouteNames {
     }
 
     /// The `(method, route)` labels of a request: the operation's path template when poem-openapi
-    /// named the operation (`operation`), else `path_route` (see [`RouteNames::path_route`]).
-    pub fn label<'a>(
-        &'a self,
-        operation: Option<&str>,
-        method: &Method,
-        path_route: &'static str,
-    ) -> (&'static str, &'a str) {
-        match operation.and_then(|op| self.0.get(op)) {
-            Some((m, route)) => (method_label(m), route.as_str()),
-            None => (method_label(method), path_route),
+    /// named the operation (`operation`); else the template the path matches (an answer given
+    /// before the operation ran: a 413, an unreadable body, a 405); else
+    /// [`RouteNames::path_route`].
+    pub fn label<'a>(&'a self, operation: Option<&str>, method: &Method, path: &str) -> (&'static str, &'a str) {
+        if let Some((m, route)) = operation.and_then(|op| self.0.get(op)) {
+            return (method_label(m), route.as_str());
         }
+        let route = match self.matching(path).first() {
+            Some((_, template)) => template.as_str(),
+            None => Self::path_route(path),
+        };
+        (method_label(method), route)
     }
 }
 
@@ -384,11 +384,21 @@ mod tests {
     fn routes_come_from_operation_ids_and_never_from_raw_paths() {
         let r = names();
         assert_eq!(
-            r.label(Some("get_policy_source"), &Method::GET, UNMATCHED),
+            r.label(Some("get_policy_source"), &Method::GET, "/policies/notes"),
             ("GET", "/policies/{name}")
         );
         let custom = Method::from_bytes(b"BREW").unwrap();
-        assert_eq!(r.label(None, &custom, UNMATCHED), ("other", UNMATCHED));
+        assert_eq!(r.label(None, &custom, "/no/such"), ("other", UNMATCHED));
+        // Answered before any operation ran (413, 405): the template of the path.
+        assert_eq!(
+            r.label(None, &Method::POST, "/resources/notes"),
+            ("POST", "/resources/{kind}")
+        );
+        assert_eq!(
+            r.label(None, &Method::PATCH, "/policies/reload"),
+            ("PATCH", "/policies/reload")
+        );
+        assert_eq!(r.label(None, &Method::GET, "/docs/"), ("GET", "/docs"));
         assert_eq!(RouteNames::path_route("/docs/index.css"), "/docs");
         assert_eq!(RouteNames::path_route("/openapi.yaml"), "/openapi.yaml");
         assert_eq!(RouteNames::path_route("/users/ann"), UNMATCHED);

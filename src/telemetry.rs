@@ -22,7 +22,15 @@ pub fn init_with_default(level: &str) {
 
 /// Like [`init`], with another default level and a format.
 pub fn init_with(level: &str, format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    // An unset or empty `RUST_LOG` means the default; one that does not parse is reported and
+    // replaced by the default (never silently by something quieter).
+    let filter = match std::env::var("RUST_LOG").ok().filter(|v| !v.trim().is_empty()) {
+        None => EnvFilter::new(level),
+        Some(v) => EnvFilter::try_new(&v).unwrap_or_else(|e| {
+            eprintln!("warning: RUST_LOG=`{v}` is not a valid filter ({e}); logging at `{level}`");
+            EnvFilter::new(level)
+        }),
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

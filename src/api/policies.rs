@@ -476,7 +476,9 @@ fn empty() -> Value {
 /// Runs the blocking reload off the async workers.
 async fn reload(state: &AppState) -> Result<crate::policy::ReloadReport, ApiError> {
     let engine = state.policies.clone();
-    tokio::task::spawn_blocking(move || engine.reload())
+    // The reload's log lines belong to the request that caused it (its id is in the span).
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || span.in_scope(|| engine.reload()))
         .await
         .map_err(|e| ApiError::internal(&e))
 }

@@ -218,7 +218,9 @@ impl PolicySet {
                 PolicyStatus {
                     name,
                     file: lib.file.clone(),
-                    version: Some(hex16(&lib.hash)),
+                    // A library that does not compile has no version in force (its dependants
+                    // keep theirs).
+                    version: lib.result.is_ok().then(|| hex16(&lib.hash)),
                     loaded_at: lib.loaded_at.clone(),
                     error: lib.result.as_ref().err().map(ToString::to_string),
                     imports: Vec::new(),

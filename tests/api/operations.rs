@@ -106,6 +106,19 @@ fn metrics_count_what_happens() {
     assert_eq!(s.post("/resources/notes", &ann, json!({"title": 5})).status, 403);
     assert_eq!(s.raw("GET", "/no/such/path", &[], None).status, 404);
     assert_eq!(s.raw("BREW", "/resources/notes", &[], None).status, 405);
+    // Refused before any operation ran: still counted under the route's template.
+    let big = vec![b' '; 2 * 1024 * 1024];
+    let auth = format!("Bearer {ann}");
+    // The server answers 413 at once and closes; the client may see that or a broken pipe.
+    let r = s.try_raw(
+        "POST",
+        "/resources/notes",
+        &[("Authorization", &auth)],
+        Some(("application/json", &big)),
+    );
+    if let Ok(r) = r {
+        assert_eq!(r.status, 413);
+    }
     // A broken edit: the reload fails, the last good version stays.
     s.write_policy("notes", "this is not rhai (");
     wait_until(Duration::from_secs(10), || {
@@ -157,11 +170,22 @@ fn metrics_count_what_happens() {
         1.0
     );
     assert_eq!(
+        count(
+            http,
+            &[("method", "POST"), ("route", "/resources/{kind}"), ("status", "413")]
+        ),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(
         count(http, &[("method", "GET"), ("route", "unmatched"), ("status", "404")]),
         1.0
     );
     assert_eq!(
-        count(http, &[("method", "other"), ("route", "unmatched"), ("status", "405")]),
+        count(
+            http,
+            &[("method", "other"), ("route", "/resources/{kind}"), ("status", "405")]
+        ),
         1.0,
         "{m}"
     );
@@ -331,6 +355,17 @@ fn json_logs_carry_the_request_id_and_no_secrets() {
         )),
     );
     assert_eq!(r.status, 400);
+    // A reload caused by a request logs inside that request's span.
+    let r = s.raw(
+        "PUT",
+        "/policies/widgets",
+        &[
+            ("Authorization", &format!("Bearer {admin}")),
+            ("X-Request-Id", "ops-test-req-3"),
+        ],
+        Some(("text/plain", b"true")),
+    );
+    assert_eq!(r.status, 201, "{r:?}");
     let mut s = s;
     assert_eq!(s.stop().and_then(|st| st.code()), Some(0));
 
@@ -348,7 +383,10 @@ fn json_logs_carry_the_request_id_and_no_secrets() {
             "{line}"
         );
         json_lines += 1;
-        if v["span"]["request_id"] == "ops-test-req-1" || v["span"]["request_id"] == "ops-test-req-2" {
+        if v["span"]["request_id"]
+            .as_str()
+            .is_some_and(|id| id.starts_with("ops-test-req-"))
+        {
             by_request.push(v);
         }
     }
@@ -364,6 +402,12 @@ fn json_logs_carry_the_request_id_and_no_secrets() {
         by_request
             .iter()
             .any(|v| v["span"]["request_id"] == "ops-test-req-2" && v["message"] == "login failed"),
+        "{logs}"
+    );
+    assert!(
+        by_request
+            .iter()
+            .any(|v| v["span"]["request_id"] == "ops-test-req-3" && v["message"] == "policy loaded"),
         "{logs}"
     );
     let signature = access.rsplit('.').next().unwrap();
@@ -511,4 +555,26 @@ fn readme_config_reference_lists_every_setting() {
         assert!(help.contains(&env), "`gatehouse serve --help` does not name {env}");
     }
     assert!(flags >= 30, "found only {flags} flags in:\n{help}");
+}
+
+/// A second signal stops the server without waiting for requests in flight (a half-sent
+/// request would otherwise hold it for all of `shutdown_timeout`); it still exits 0.
+#[test]
+fn second_signal_forces_the_stop() {
+    let mut s = TestServer::start_with(Some(&shipped_policies()), &[("GATEHOUSE_SHUTDOWN_TIMEOUT", "60")]);
+    let mut conn = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    conn.write_all(b"GET /healthz HTTP/1.1\r\nHo").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    s.signal("TERM");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!s.exited(), "the half-sent request should hold the graceful stop");
+    let started = std::time::Instant::now();
+    let status = s.signal_and_wait("INT").unwrap();
+    assert_eq!(status.code(), Some(0), "{status}\n{}", s.logs());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(s.logs().contains("second signal"), "{}", s.logs());
 }
