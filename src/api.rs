@@ -441,8 +441,11 @@ async fn request_context<E: Endpoint>(ep: Arc<E>, mut req: Request, obs: Arc<Obs
     if resp.status() == poem::http::StatusCode::METHOD_NOT_ALLOWED && !resp.headers().contains_key("allow") {
         // RFC 9110 §15.5.6: a 405 names the methods the resource has.
         let allowed = obs.routes.allowed(uri.path()).join(", ");
-        if let Ok(v) = HeaderValue::from_str(&allowed) {
-            resp.headers_mut().insert(poem::http::header::ALLOW, v);
+        match HeaderValue::from_str(&allowed) {
+            Ok(v) if !allowed.is_empty() => {
+                resp.headers_mut().insert(poem::http::header::ALLOW, v);
+            }
+            _ => {}
         }
     }
     let operation = resp.data::<poem_openapi::OperationId>().map(|op| op.0);
@@ -610,7 +613,8 @@ pub fn authorize(
         },
         request: RequestInput {
             method: req.method().as_str(),
-            path: req.uri().path(),
+            // As the client sent it (a reserved `/policies/...` path is rewritten for routing).
+            path: req.original_uri().path(),
             time: time::OffsetDateTime::now_utc().unix_timestamp(),
             ip: ip.as_deref(),
             headers: &headers,
@@ -637,9 +641,16 @@ pub fn authorize(
     }
     let state = req.data::<Arc<AppState>>();
     if let Some(state) = state {
+        // A loaded policy's name is a file the operator wrote; a missing one may come from a
+        // plugin's caller, so it is not a label of its own (no client-made label values).
+        let label = if decision.is_some() || matches!(name, "_users" | "_policies" | "_keys") {
+            name
+        } else {
+            "(missing)"
+        };
         state
             .metrics
-            .observe_decision(name, outcome, decision.is_some().then_some(elapsed));
+            .observe_decision(label, outcome, decision.is_some().then_some(elapsed));
     }
     if let Some(log) = state.map(|s| &s.decisions).filter(|l| l.enabled()) {
         let time = now_rfc3339_millis();

@@ -393,7 +393,7 @@ impl Application {
         let served = tokio::select! {
             served = server => served,
             () = force => {
-                tracing::warn!("second signal: stopping without waiting for requests in flight");
+                tracing::warn!("stopping without waiting for requests in flight");
                 Ok(())
             }
         };

@@ -134,13 +134,12 @@ pub fn main() -> ExitCode {
 /// `serve` serves their endpoints and `openapi` prints them.
 pub fn main_with<P: Plugins>(plugins: P) -> ExitCode {
     let cli = Cli::parse();
+    // Resolved once: the settings file may be a pipe (`--config <(...)`) that reads only once.
+    let settings = Settings::resolve(&cli.settings).map_err(|e| e.to_string());
     // The server reports what it loads; offline commands print their own results and only
-    // need warnings on top.
-    // The log format is a setting; a file or value that does not resolve is reported by the
-    // command itself, in the default format.
-    let format = Settings::resolve(&cli.settings)
-        .map(|s| s.log_format)
-        .unwrap_or_default();
+    // need warnings on top. The log format is a setting; settings that do not resolve are
+    // reported by the command itself, in the default format.
+    let format = settings.as_ref().map(|s| s.log_format).unwrap_or_default();
     crate::telemetry::init_with(
         if matches!(cli.command, Command::Serve) {
             "info"
@@ -149,7 +148,7 @@ pub fn main_with<P: Plugins>(plugins: P) -> ExitCode {
         },
         format,
     );
-    match run(cli, plugins) {
+    match run(cli, settings, plugins) {
         Ok(code) => code,
         Err(msg) => {
             eprintln!("error: {msg}");
@@ -158,7 +157,7 @@ pub fn main_with<P: Plugins>(plugins: P) -> ExitCode {
     }
 }
 
-fn run<P: Plugins>(cli: Cli, plugins: P) -> Result<ExitCode, String> {
+fn run<P: Plugins>(cli: Cli, settings: Result<Settings, String>, plugins: P) -> Result<ExitCode, String> {
     match cli.command {
         Command::Openapi => {
             use std::io::Write as _;
@@ -169,7 +168,7 @@ fn run<P: Plugins>(cli: Cli, plugins: P) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Policy(cmd) => {
-            let settings = Settings::resolve(&cli.settings).map_err(|e| e.to_string())?;
+            let settings = settings?;
             let limits = policy_limits(&settings);
             match cmd {
                 PolicyCommand::Check { path } => {
@@ -194,16 +193,20 @@ fn run<P: Plugins>(cli: Cli, plugins: P) -> Result<ExitCode, String> {
             }
         }
         Command::Serve => {
-            let settings = Settings::resolve(&cli.settings).map_err(|e| e.to_string())?;
+            let settings = settings?;
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
                 .map_err(|e| e.to_string())?;
-            rt.block_on(serve(settings, plugins)).map_err(|e| e.to_string())?;
+            let served = rt.block_on(serve(settings, plugins));
+            // Blocking work still running after a forced stop (a replay, a reload) is not
+            // waited for long.
+            rt.shutdown_timeout(std::time::Duration::from_secs(2));
+            served.map_err(|e| e.to_string())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Keys(cmd) => {
-            let settings = Settings::resolve(&cli.settings).map_err(|e| e.to_string())?;
+            let settings = settings?;
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -211,7 +214,7 @@ fn run<P: Plugins>(cli: Cli, plugins: P) -> Result<ExitCode, String> {
             rt.block_on(keys_command(settings, cmd))
         }
         Command::User(cmd) => {
-            let settings = Settings::resolve(&cli.settings).map_err(|e| e.to_string())?;
+            let settings = settings?;
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -228,7 +231,14 @@ fn run<P: Plugins>(cli: Cli, plugins: P) -> Result<ExitCode, String> {
 /// do not want the whole command line.
 pub async fn serve<P: Plugins>(settings: Settings, plugins: P) -> Result<(), AppError> {
     let signals = Signals::listen();
-    let app = Application::build_with_plugins(settings.clone(), plugins).await?;
+    // A signal during startup stops the server once it is up; a second one abandons the start.
+    let app = tokio::select! {
+        app = Application::build_with_plugins(settings.clone(), plugins) => app?,
+        () = signals.clone().count(2) => {
+            eprintln!("gatehouse: start abandoned (second signal)");
+            return Ok(());
+        }
+    };
     let addr = app.local_addr();
     match app.admin_bootstrap() {
         AdminBootstrap::Existing => {}
@@ -283,8 +293,13 @@ impl Signals {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{signal, SignalKind};
-            let mut term = signal(SignalKind::terminate()).ok();
-            let mut int = signal(SignalKind::interrupt()).ok();
+            let listen = |kind, name| {
+                signal(kind)
+                    .map_err(|e| tracing::warn!(error = %e, "cannot listen to {name}; it will not stop the server"))
+                    .ok()
+            };
+            let mut term = listen(SignalKind::terminate(), "SIGTERM");
+            let mut int = listen(SignalKind::interrupt(), "SIGINT");
             tokio::spawn(async move {
                 loop {
                     let got = tokio::select! {
@@ -308,9 +323,11 @@ impl Signals {
         Self(rx)
     }
 
-    /// Completes once `n` signals have arrived in all.
+    /// Completes once `n` signals have arrived in all (never, when no signal can be received).
     pub async fn count(mut self, n: u32) {
-        let _ = self.0.wait_for(|got| *got >= n).await;
+        if self.0.wait_for(|got| *got >= n).await.is_err() {
+            std::future::pending::<()>().await;
+        }
     }
 }
 

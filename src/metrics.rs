@@ -256,15 +256,6 @@ impl Metrics {
         }
         String::from_utf8(out).unwrap_or_default()
     }
-
-    /// The names of the registered metric families (for tests and docs).
-    pub fn family_names(&self) -> Vec<String> {
-        self.registry
-            .gather()
-            .iter()
-            .map(|f| f.name().to_owned())
-            .collect::<Vec<_>>()
-    }
 }
 
 /// Decrements the in-flight gauge when dropped (also when the request future is cancelled).
@@ -277,30 +268,30 @@ impl Drop for InFlight<'_> {
     }
 }
 
-/// The route labels of a server: operation id → (method, path template), read from its OpenAPI
-/// document.
+/// The route labels of a server, read from its OpenAPI document: every operation's method and
+/// path template, and the operation ids that name them.
 #[derive(Debug, Default)]
-pub struct RouteNames(HashMap<String, (Method, String)>);
+pub struct RouteNames {
+    routes: Vec<(Method, String)>,
+    by_id: HashMap<String, usize>,
+}
 
 impl RouteNames {
-    /// The operations of `spec`.
+    /// The operations of `spec` (with or without an operation id).
     pub fn from_spec(spec: &serde_json::Value) -> Self {
-        let mut out = HashMap::new();
-        let Some(paths) = spec.get("paths").and_then(|p| p.as_object()) else {
-            return Self(out);
-        };
-        for (path, item) in paths {
-            let Some(item) = item.as_object() else { continue };
-            for (method, op) in item {
-                let Some(id) = op.get("operationId").and_then(|v| v.as_str()) else {
+        let mut out = Self::default();
+        for (path, item) in spec.get("paths").and_then(|p| p.as_object()).into_iter().flatten() {
+            for (method, op) in item.as_object().into_iter().flatten() {
+                let Ok(m) = Method::from_bytes(method.to_ascii_uppercase().as_bytes()) else {
                     continue;
                 };
-                if let Ok(m) = Method::from_bytes(method.to_ascii_uppercase().as_bytes()) {
-                    out.insert(id.to_owned(), (m, path.clone()));
+                if let Some(id) = op.get("operationId").and_then(|v| v.as_str()) {
+                    out.by_id.insert(id.to_owned(), out.routes.len());
                 }
+                out.routes.push((m, path.clone()));
             }
         }
-        Self(out)
+        out
     }
 
     /// The operations whose path template is the one `path` names, as the router picks it: a
@@ -317,7 +308,7 @@ impl RouteNames {
                     .all(|(t, s)| t == s || (t.starts_with('{') && t.ends_with('}') && !s.is_empty()))
         };
         let literal = |template: &str| -> Vec<bool> { template.split('/').map(|t| !t.starts_with('{')).collect() };
-        let candidates: Vec<&(Method, String)> = self.0.values().filter(|(_, t)| matches(t)).collect();
+        let candidates: Vec<&(Method, String)> = self.routes.iter().filter(|(_, t)| matches(t)).collect();
         let best = candidates.iter().map(|(_, t)| literal(t)).max();
         candidates
             .into_iter()
@@ -325,9 +316,13 @@ impl RouteNames {
             .collect()
     }
 
-    /// The methods of the operations at `path` (for `Allow` on a 405), in a fixed order.
+    /// The methods of the operations at `path` (for `Allow` on a 405), in a fixed order; `HEAD`
+    /// with `GET`, which poem answers for every `GET` route.
     pub fn allowed(&self, path: &str) -> Vec<&'static str> {
         let mut out: Vec<&'static str> = self.matching(path).into_iter().map(|(m, _)| method_label(m)).collect();
+        if out.contains(&"GET") {
+            out.push("HEAD");
+        }
         out.sort_by_key(|m| {
             ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
                 .iter()
@@ -353,7 +348,10 @@ impl RouteNames {
     /// before the operation ran: a 413, an unreadable body, a 405); else
     /// [`RouteNames::path_route`].
     pub fn label<'a>(&'a self, operation: Option<&str>, method: &Method, path: &str) -> (&'static str, &'a str) {
-        if let Some((m, route)) = operation.and_then(|op| self.0.get(op)) {
+        if let Some((m, route)) = operation
+            .and_then(|op| self.by_id.get(op))
+            .and_then(|&i| self.routes.get(i))
+        {
             return (method_label(m), route.as_str());
         }
         let route = match self.matching(path).first() {
@@ -376,7 +374,8 @@ mod tests {
                 "put": {"operationId": "put_policy"},
                 "delete": {"operationId": "delete_policy"}
             },
-            "/resources/{kind}": {"get": {"operationId": "list_documents"}, "post": {"operationId": "create_document"}}
+            "/resources/{kind}": {"get": {"operationId": "list_documents"}, "post": {"operationId": "create_document"}},
+            "/resources/summary": {"get": {"summary": "a plugin's operation without an id"}}
         }}))
     }
 
@@ -399,6 +398,12 @@ mod tests {
             ("PATCH", "/policies/reload")
         );
         assert_eq!(r.label(None, &Method::GET, "/docs/"), ("GET", "/docs"));
+        // An operation without an id is still a route of its own.
+        assert_eq!(
+            r.label(None, &Method::GET, "/resources/summary"),
+            ("GET", "/resources/summary")
+        );
+        assert_eq!(r.allowed("/resources/summary"), ["GET", "HEAD"]);
         assert_eq!(RouteNames::path_route("/docs/index.css"), "/docs");
         assert_eq!(RouteNames::path_route("/openapi.yaml"), "/openapi.yaml");
         assert_eq!(RouteNames::path_route("/users/ann"), UNMATCHED);
@@ -408,8 +413,8 @@ mod tests {
     fn allowed_methods_follow_the_router() {
         let r = names();
         assert_eq!(r.allowed("/policies/reload"), ["POST"]);
-        assert_eq!(r.allowed("/policies/notes"), ["GET", "PUT", "DELETE"]);
-        assert_eq!(r.allowed("/resources/notes"), ["GET", "POST"]);
+        assert_eq!(r.allowed("/policies/notes"), ["GET", "HEAD", "PUT", "DELETE"]);
+        assert_eq!(r.allowed("/resources/notes"), ["GET", "HEAD", "POST"]);
         assert!(r.allowed("/nothing/here").is_empty());
         assert!(r.allowed("/policies/").is_empty());
     }

@@ -43,7 +43,9 @@ pub fn init_with(level: &str, format: LogFormat) {
             .json()
             .flatten_event(true)
             .with_current_span(true)
-            .with_span_list(false)
+            // `spans` lists every open span, so the request's id stays on lines logged inside
+            // spans of their own.
+            .with_span_list(true)
             .try_init(),
     };
 }

@@ -404,7 +404,7 @@ fn reserved_policy_names_and_allow_on_405() {
     );
     let r = s.raw("DELETE", "/resources/notes", &[("Authorization", &auth)], None);
     r.assert_problem(405);
-    assert_eq!(r.header("allow"), Some("GET, POST"), "{r:?}");
+    assert_eq!(r.header("allow"), Some("GET, HEAD, POST"), "{r:?}");
     let r = s.raw("PATCH", "/policies/notes", &[("Authorization", &auth)], None);
-    assert_eq!(r.header("allow"), Some("GET, PUT, DELETE"), "{r:?}");
+    assert_eq!(r.header("allow"), Some("GET, HEAD, PUT, DELETE"), "{r:?}");
 }

@@ -439,6 +439,35 @@ fn unknown_log_format_is_refused() {
     assert!(err.contains("log_format") && err.contains("json"), "{err}");
 }
 
+/// Opens a connection and sends the head of `POST /resources/notes` with `len` bytes of body
+/// announced but only `sent` of them, then waits until the server counts the request in flight
+/// (the metrics scrape itself is the other one).
+fn held_request(s: &TestServer, token: &str, body: &str, sent: usize) -> TcpStream {
+    let mut conn = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let head = format!(
+        "POST /resources/notes HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    conn.write_all(head.as_bytes()).unwrap();
+    conn.write_all(&body.as_bytes()[..sent]).unwrap();
+    conn.flush().unwrap();
+    let in_flight = wait_until(Duration::from_secs(10), || {
+        sample(&metrics(s), "gatehouse_http_requests_in_flight", &[]) == Some(2.0)
+    });
+    assert!(in_flight.is_some(), "the held request never showed as in flight");
+    conn
+}
+
+/// Whether new connections are refused within 10 s.
+fn refuses_connections(s: &TestServer) -> bool {
+    wait_until(Duration::from_secs(10), || {
+        TcpStream::connect_timeout(&([127, 0, 0, 1], s.port).into(), Duration::from_secs(1)).is_err()
+    })
+    .is_some()
+}
+
 /// SIGTERM (and SIGINT) during a request: the server stops accepting connections, finishes the
 /// request (its body arrives after the signal), flushes, and exits 0; what it acknowledged is
 /// there after a restart.
@@ -448,28 +477,13 @@ fn shutdown_finishes_in_flight_requests() {
         let mut s = TestServer::start();
         let admin = s.admin_token();
         let body = json!({"title": format!("written during SIG{sig}")}).to_string();
-        let mut conn = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
-        conn.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
-        let head = format!(
-            "POST /resources/notes HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {admin}\r\n\
-             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            body.len()
-        );
-        conn.write_all(head.as_bytes()).unwrap();
-        conn.write_all(&body.as_bytes()[..5]).unwrap();
-        conn.flush().unwrap();
-        // The server is now reading the body of an in-flight request.
-        std::thread::sleep(Duration::from_millis(300));
+        let mut conn = held_request(&s, &admin, &body, 5);
         s.signal(sig);
-        std::thread::sleep(Duration::from_millis(500));
+        assert!(refuses_connections(&s), "SIG{sig}: new connections are still accepted");
         assert!(
             !s.exited(),
             "SIG{sig}: the server exited with a request in flight:\n{}",
             s.logs()
-        );
-        assert!(
-            TcpStream::connect_timeout(&([127, 0, 0, 1], s.port).into(), Duration::from_secs(2)).is_err(),
-            "SIG{sig}: a new connection was accepted after the signal"
         );
         conn.write_all(&body.as_bytes()[5..]).unwrap();
         let mut answer = String::new();
@@ -494,27 +508,43 @@ fn shutdown_finishes_in_flight_requests() {
     }
 }
 
-/// Requests still running after `shutdown_timeout` do not hold the server up forever: it
-/// stops anyway, with exit status 0.
+/// A request still running after `shutdown_timeout` does not hold the server up forever: it
+/// waits that long for it, then stops anyway, with exit status 0.
 #[test]
 fn shutdown_is_bounded() {
-    let mut s = TestServer::start_with(Some(&shipped_policies()), &[("GATEHOUSE_SHUTDOWN_TIMEOUT", "1")]);
+    let mut s = TestServer::start_with(Some(&shipped_policies()), &[("GATEHOUSE_SHUTDOWN_TIMEOUT", "2")]);
     let admin = s.admin_token();
-    let mut conn = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
-    let head = format!(
-        "POST /resources/notes HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {admin}\r\n\
-         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"ti"
-    );
-    conn.write_all(head.as_bytes()).unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    let _conn = held_request(&s, &admin, &json!({"title": "never finished"}).to_string(), 4);
     let started = std::time::Instant::now();
     let status = s.signal_and_wait("TERM").unwrap();
+    assert_eq!(status.code(), Some(0), "{status}\n{}", s.logs());
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(1500),
+        "it did not wait for the request: {took:?}"
+    );
+    assert!(took < Duration::from_secs(12), "took {took:?}");
+}
+
+/// A second signal stops the server without waiting for requests in flight (a half-sent
+/// request would otherwise hold it for all of `shutdown_timeout`); it still exits 0.
+#[test]
+fn second_signal_forces_the_stop() {
+    let mut s = TestServer::start_with(Some(&shipped_policies()), &[("GATEHOUSE_SHUTDOWN_TIMEOUT", "60")]);
+    let admin = s.admin_token();
+    let _conn = held_request(&s, &admin, &json!({"title": "never finished"}).to_string(), 4);
+    s.signal("TERM");
+    assert!(refuses_connections(&s), "new connections are still accepted");
+    assert!(!s.exited(), "the held request should hold the graceful stop");
+    let started = std::time::Instant::now();
+    let status = s.signal_and_wait("INT").unwrap();
     assert_eq!(status.code(), Some(0), "{status}\n{}", s.logs());
     assert!(
         started.elapsed() < Duration::from_secs(10),
         "took {:?}",
         started.elapsed()
     );
+    assert!(s.logs().contains("stopping without waiting"), "{}", s.logs());
 }
 
 /// README's configuration reference names every setting of `gatehouse serve` with its env
@@ -555,26 +585,4 @@ fn readme_config_reference_lists_every_setting() {
         assert!(help.contains(&env), "`gatehouse serve --help` does not name {env}");
     }
     assert!(flags >= 30, "found only {flags} flags in:\n{help}");
-}
-
-/// A second signal stops the server without waiting for requests in flight (a half-sent
-/// request would otherwise hold it for all of `shutdown_timeout`); it still exits 0.
-#[test]
-fn second_signal_forces_the_stop() {
-    let mut s = TestServer::start_with(Some(&shipped_policies()), &[("GATEHOUSE_SHUTDOWN_TIMEOUT", "60")]);
-    let mut conn = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
-    conn.write_all(b"GET /healthz HTTP/1.1\r\nHo").unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    s.signal("TERM");
-    std::thread::sleep(Duration::from_millis(500));
-    assert!(!s.exited(), "the half-sent request should hold the graceful stop");
-    let started = std::time::Instant::now();
-    let status = s.signal_and_wait("INT").unwrap();
-    assert_eq!(status.code(), Some(0), "{status}\n{}", s.logs());
-    assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "took {:?}",
-        started.elapsed()
-    );
-    assert!(s.logs().contains("second signal"), "{}", s.logs());
 }
