@@ -138,14 +138,7 @@ pub fn spec_json() -> String {
 
 /// The spec of any service as pretty JSON, completed (see [`complete_spec`]).
 pub fn spec_json_of<T: OpenApi>(svc: &OpenApiService<T, ()>) -> String {
-    let spec = svc.spec();
-    match serde_json::from_str::<Value>(&spec) {
-        Ok(mut doc) => {
-            complete_spec(&mut doc);
-            serde_json::to_string_pretty(&doc).unwrap_or(spec)
-        }
-        Err(_) => spec,
-    }
+    json_of(svc, spec_doc_of(svc).as_ref())
 }
 
 /// The spec in YAML, with the same completions as [`spec_json`].
@@ -155,13 +148,26 @@ pub fn spec_yaml() -> String {
 
 /// The spec of any service in YAML: the completed JSON document, written as YAML.
 pub fn spec_yaml_of<T: OpenApi>(svc: &OpenApiService<T, ()>) -> String {
-    match serde_json::from_str::<Value>(&svc.spec()) {
-        Ok(mut doc) => {
-            complete_spec(&mut doc);
-            serde_yaml::to_string(&doc).unwrap_or_else(|_| svc.spec_yaml())
-        }
-        Err(_) => svc.spec_yaml(),
-    }
+    yaml_of(svc, spec_doc_of(svc).as_ref())
+}
+
+/// The spec of a service as a JSON tree, completed (see [`complete_spec`]).
+fn spec_doc_of<T: OpenApi>(svc: &OpenApiService<T, ()>) -> Option<Value> {
+    let mut doc = serde_json::from_str::<Value>(&svc.spec()).ok()?;
+    complete_spec(&mut doc);
+    Some(doc)
+}
+
+/// `doc` as pretty JSON; poem-openapi's own document when there is none.
+fn json_of<T: OpenApi>(svc: &OpenApiService<T, ()>, doc: Option<&Value>) -> String {
+    doc.and_then(|d| serde_json::to_string_pretty(d).ok())
+        .unwrap_or_else(|| svc.spec())
+}
+
+/// `doc` as YAML; poem-openapi's own document when there is none.
+fn yaml_of<T: OpenApi>(svc: &OpenApiService<T, ()>, doc: Option<&Value>) -> String {
+    doc.and_then(|d| serde_yaml::to_string(d).ok())
+        .unwrap_or_else(|| svc.spec_yaml())
 }
 
 /// The names of the component schemas that some response uses, directly or through other
@@ -358,12 +364,12 @@ pub fn routes(state: Arc<AppState>) -> impl Endpoint {
 pub fn routes_with<P: OpenApi + 'static>(state: Arc<AppState>, plugins: P) -> impl Endpoint {
     let svc = openapi_service_with(plugins);
     let max_body = state.settings.max_body_bytes;
-    let json = spec_json_of(&svc);
-    let yaml = spec_yaml_of(&svc);
+    // One completed document gives the served JSON and YAML and the metrics' route names.
+    let doc = spec_doc_of(&svc);
+    let json = json_of(&svc, doc.as_ref());
+    let yaml = yaml_of(&svc, doc.as_ref());
     let observer = Arc::new(Observer {
-        routes: serde_json::from_str::<Value>(&json)
-            .map(|spec| RouteNames::from_spec(&spec))
-            .unwrap_or_default(),
+        routes: doc.as_ref().map(RouteNames::from_spec).unwrap_or_default(),
         metrics: state.metrics.clone(),
     });
     Route::new()
@@ -480,31 +486,30 @@ fn spec_endpoint(body: String, content_type: &'static str) -> impl Endpoint {
     poem::endpoint::make_sync(move |_| Response::builder().content_type(content_type).body(body.clone()))
 }
 
-/// `GET`, `PUT` and `DELETE` of `/policies/reload` and `/policies/evaluate` mean the policies of
-/// those (reserved) names, but the router would send them to the `POST` operations at those
-/// paths and answer 405, which `/policies/{name}` does not declare. They are sent to
-/// `/policies/{name}` instead (the name percent-encoded, which the router matches as a parameter
-/// and the handler decodes), whose handlers authenticate, authorize, and refuse the name (400).
+/// `GET`, `PUT` and `DELETE` of `/policies/reload` and `/policies/evaluate` (the
+/// [reserved names](crate::policy::RESERVED_NAMES)) mean the policies of those names, but the
+/// router would send them to the `POST` operations at those paths and answer 405, which
+/// `/policies/{name}` does not declare. They are sent to `/policies/{name}` instead (the name's
+/// first letter percent-encoded, which the router matches as a parameter and the handler
+/// decodes), whose handlers authenticate, authorize, and refuse the name (400).
 fn reserved_policy_paths(req: &mut Request) {
     if !matches!(*req.method(), Method::GET | Method::HEAD | Method::PUT | Method::DELETE) {
         return;
     }
-    let encoded = match req.uri().path() {
-        "/policies/reload" => "/policies/%72eload",
-        "/policies/evaluate" => "/policies/%65valuate",
-        _ => return,
+    let uri = req.uri();
+    let Some(name) = uri
+        .path()
+        .strip_prefix("/policies/")
+        .filter(|n| crate::policy::is_reserved(n))
+    else {
+        return;
     };
-    let mut parts = req.uri().clone().into_parts();
-    let query = parts
-        .path_and_query
-        .as_ref()
-        .and_then(|pq| pq.query())
-        .map(str::to_owned);
-    let path_and_query = match query {
-        Some(q) => format!("{encoded}?{q}"),
-        None => encoded.to_owned(),
-    };
-    if let Ok(pq) = path_and_query.parse() {
+    // Reserved names are lowercase ASCII words.
+    let (first, rest) = name.split_at(1);
+    let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+    let encoded = format!("/policies/%{:02X}{rest}{query}", first.as_bytes()[0]);
+    let mut parts = uri.clone().into_parts();
+    if let Ok(pq) = encoded.parse() {
         parts.path_and_query = Some(pq);
         if let Ok(uri) = poem::http::Uri::from_parts(parts) {
             *req.uri_mut() = uri;
@@ -643,7 +648,8 @@ pub fn authorize(
     if let Some(state) = state {
         // A loaded policy's name is a file the operator wrote; a missing one may come from a
         // plugin's caller, so it is not a label of its own (no client-made label values).
-        let label = if decision.is_some() || matches!(name, "_users" | "_policies" | "_keys") {
+        let system = [users::USERS_POLICY, policies::POLICIES_POLICY, keys::KEYS_POLICY];
+        let label = if decision.is_some() || system.contains(&name) {
             name
         } else {
             "(missing)"

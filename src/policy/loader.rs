@@ -387,45 +387,42 @@ impl PolicyEngine {
                         loaded.insert(name, Arc::clone(p));
                         continue;
                     }
-                    if is_reserved(&name) {
-                        Err(fail(
-                            Some(failed_fp),
-                            0,
-                            0,
-                            format!(
-                                "`{name}` is a reserved name (the path of `POST /policies/{name}`); rename the file"
-                            ),
+                    let src = if is_reserved(&name) {
+                        Err(format!(
+                            "`{name}` is a reserved name (the path of `POST /policies/{name}`); rename the file"
                         ))
                     } else {
-                        match String::from_utf8(bytes) {
-                            Err(_) => Err(fail(Some(failed_fp), 0, 0, "not valid UTF-8".into())),
-                            Ok(src) => match self.sandbox.compile(&label, &src, &modules) {
-                                Err(d) => Err(fail(Some(failed_fp), d.line, d.col, d.message)),
-                                Ok(compiled) => {
-                                    let version = version_of(&hash, &compiled.deps, &libs);
-                                    let tested = match tests.get(&name).map(|t| &t.cases) {
-                                        None => Ok(None),
-                                        Some(Err(d)) => Err(fail(
-                                            Some(failed_fp),
-                                            0,
-                                            0,
-                                            format!("not activated: its tests cannot be read: {d}"),
-                                        )),
-                                        Some(Ok(cases)) => {
-                                            let results = testing::run_cases(
-                                                &self.sandbox,
-                                                &compiled.ast,
-                                                &label,
-                                                &version,
-                                                &name,
-                                                cases,
-                                            );
-                                            let failing: Vec<String> =
-                                                results.iter().filter(|r| !r.passed).map(ToString::to_string).collect();
-                                            if failing.is_empty() {
-                                                Ok(Some(results.len()))
-                                            } else {
-                                                let mut f = fail(
+                        String::from_utf8(bytes).map_err(|_| "not valid UTF-8".to_owned())
+                    };
+                    match src {
+                        Err(message) => Err(fail(Some(failed_fp), 0, 0, message)),
+                        Ok(src) => match self.sandbox.compile(&label, &src, &modules) {
+                            Err(d) => Err(fail(Some(failed_fp), d.line, d.col, d.message)),
+                            Ok(compiled) => {
+                                let version = version_of(&hash, &compiled.deps, &libs);
+                                let tested = match tests.get(&name).map(|t| &t.cases) {
+                                    None => Ok(None),
+                                    Some(Err(d)) => Err(fail(
+                                        Some(failed_fp),
+                                        0,
+                                        0,
+                                        format!("not activated: its tests cannot be read: {d}"),
+                                    )),
+                                    Some(Ok(cases)) => {
+                                        let results = testing::run_cases(
+                                            &self.sandbox,
+                                            &compiled.ast,
+                                            &label,
+                                            &version,
+                                            &name,
+                                            cases,
+                                        );
+                                        let failing: Vec<String> =
+                                            results.iter().filter(|r| !r.passed).map(ToString::to_string).collect();
+                                        if failing.is_empty() {
+                                            Ok(Some(results.len()))
+                                        } else {
+                                            let mut f = fail(
                                                 Some(failed_fp),
                                                 0,
                                                 0,
@@ -436,18 +433,17 @@ impl PolicyEngine {
                                                     failing[0]
                                                 ),
                                             );
-                                                f.failing_tests = failing;
-                                                Err(f)
-                                            }
+                                            f.failing_tests = failing;
+                                            Err(f)
                                         }
-                                    };
-                                    tested.map(|tests_passed| {
-                                        let fp = fingerprint(&hash, &compiled.deps, &libs, test_hash);
-                                        (version, fp, compiled, tests_passed)
-                                    })
-                                }
-                            },
-                        }
+                                    }
+                                };
+                                tested.map(|tests_passed| {
+                                    let fp = fingerprint(&hash, &compiled.deps, &libs, test_hash);
+                                    (version, fp, compiled, tests_passed)
+                                })
+                            }
+                        },
                     }
                 }
             };

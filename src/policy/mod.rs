@@ -32,7 +32,7 @@ use serde::Serialize;
 
 pub use loader::{
     check, check_with, is_policy_name, is_reserved, read_policy, run_tests, Candidate, PolicyEngine, PolicySet,
-    TestFileReport, MAX_POLICY_BYTES,
+    TestFileReport, MAX_POLICY_BYTES, RESERVED_NAMES,
 };
 pub use watcher::{watch, WatchGuard};
 
